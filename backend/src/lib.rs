@@ -1,0 +1,2 @@
+//! uploader: the fixed-thread Thrift image-upload service.
+#![forbid(unsafe_code)]

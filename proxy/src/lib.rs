@@ -1,0 +1,2 @@
+//! probegate: the health-check-aware edge proxy.
+#![forbid(unsafe_code)]

@@ -1,0 +1,1 @@
+//! Test support: spawning the real binaries, fake OSS.
