@@ -1,2 +1,4 @@
 //! probegate: the health-check-aware edge proxy.
 #![forbid(unsafe_code)]
+
+pub mod config;

@@ -1,0 +1,574 @@
+//! probegate's configuration: the TOML file, parsed into typed values.
+//!
+//! Everything that can be wrong with a config is found here, before any port
+//! is bound: unknown keys (serde `deny_unknown_fields`), values of the wrong
+//! shape (durations, addresses, CIDRs parsed at load), and values that parse
+//! but make no sense together (`validate`). Every error names the key path and
+//! the offending value, and `main` exits with status 64 on any of them.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer};
+
+/// Why a configuration could not be used. The message always names the key
+/// and the value so the operator can fix the file without guessing.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config key `{key}` = {value}: {reason}")]
+    Invalid {
+        key: String,
+        value: String,
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(
+        key: impl Into<String>,
+        value: impl fmt::Display,
+        reason: impl Into<String>,
+    ) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The whole file. Sections may be omitted; each has defaults except
+/// `[[backends]]`, of which there must be at least one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub listen: ListenConfig,
+    #[serde(default)]
+    pub backends: Vec<BackendConfig>,
+    #[serde(default)]
+    pub probes: ProbesConfig,
+    #[serde(default)]
+    pub clients: ClientsConfig,
+    #[serde(default)]
+    pub health: HealthConfig,
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub forwarding: ForwardingConfig,
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+}
+
+/// `[listen]`: where probegate accepts connections.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenConfig {
+    /// The port the load balancer points at: probes, HTTP health pings and
+    /// Thrift clients all arrive here.
+    pub public: SocketAddr,
+    /// The operators' port: `/metrics`, `/live`, `/ready`, `/status`.
+    /// Loopback by default so that metrics are never public by accident.
+    pub admin: SocketAddr,
+    /// Expect a PROXY protocol (v1 or v2) header on every public connection,
+    /// as sent by a load balancer configured to preserve client addresses.
+    pub proxy_protocol: bool,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        ListenConfig {
+            public: SocketAddr::from(([0, 0, 0, 0], 9455)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 9456)),
+            proxy_protocol: false,
+        }
+    }
+}
+
+/// `[[backends]]`: one thread-per-connection Thrift server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// `host:port` of the backend's Thrift listener.
+    pub address: SocketAddr,
+    /// How many connections the backend can serve at once: its worker
+    /// threads. probegate never opens more than this.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// The backend's own read timeout, if it has one. When given, validation
+    /// keeps `forwarding.pool_idle` below it so the backend never closes a
+    /// pooled connection under probegate's feet.
+    #[serde(default)]
+    pub read_timeout: Option<ConfigDuration>,
+}
+
+fn default_max_connections() -> usize {
+    10
+}
+
+/// `[probes]`: where the load balancer's health checkers come from.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbesConfig {
+    /// CIDRs or presets (`aliyun`, `gcp`, `aws` has no fixed range). A
+    /// connection from these is a health check and is never forwarded.
+    pub sources: Vec<ProbeSource>,
+}
+
+/// `[clients]`: who may use the Thrift path at all.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientsConfig {
+    /// When non-empty, only these CIDRs (plus probe sources) are served.
+    pub allow: Vec<IpNet>,
+    /// Closed at once, before anything is read.
+    pub deny: Vec<IpNet>,
+}
+
+/// `[health]`: the health answer given to the load balancer, and the active
+/// checks of the backends that decide it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// HTTP paths answered with 200/503 on the public port.
+    pub paths: Vec<String>,
+    /// How often each backend is pinged.
+    pub interval: ConfigDuration,
+    /// The reply deadline of one active check (after the connect).
+    pub timeout: ConfigDuration,
+    /// Consecutive successful checks that bring a down backend up.
+    pub rise: u32,
+    /// Consecutive failures that take an up backend down.
+    pub fall: u32,
+    /// Stop accepting on the public port while no backend is up, so that a
+    /// plain TCP health check fails too.
+    pub tcp_follows_backend: bool,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            paths: vec!["/health".to_string()],
+            interval: ConfigDuration::secs(2),
+            timeout: ConfigDuration::secs(1),
+            rise: 2,
+            fall: 3,
+            tcp_follows_backend: false,
+        }
+    }
+}
+
+/// `[timeouts]`: every wait probegate makes has a bound here.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutsConfig {
+    /// How long a new connection may stay silent before it is treated as a
+    /// probe and closed.
+    pub first_byte: ConfigDuration,
+    /// Connecting to a backend.
+    pub connect: ConfigDuration,
+    /// A client connection with no traffic in either direction for this long
+    /// is closed.
+    pub idle: ConfigDuration,
+    /// The longest a request (or connection, in connection mode) waits in the
+    /// queue for a free backend slot.
+    pub queue: ConfigDuration,
+    /// The longest a dispatched request may take for its reply.
+    pub request: ConfigDuration,
+    /// Reading a PROXY protocol header.
+    pub proxy_header: ConfigDuration,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        TimeoutsConfig {
+            first_byte: ConfigDuration::secs(5),
+            connect: ConfigDuration::secs(1),
+            idle: ConfigDuration::secs(60),
+            queue: ConfigDuration::secs(5),
+            request: ConfigDuration::secs(30),
+            proxy_header: ConfigDuration::secs(2),
+        }
+    }
+}
+
+/// `[limits]`: bounds on memory and connections.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest Thrift frame or message accepted (the Apache default).
+    pub max_frame_bytes: usize,
+    /// Longest queue of waiting requests before new ones are shed.
+    pub max_queue: usize,
+    /// Client connections open at once on the public port.
+    pub max_client_connections: usize,
+    /// Client connections open at once from one source address.
+    pub max_connections_per_source: usize,
+    /// Request bytes buffered across all clients before reading pauses.
+    pub max_buffered_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_frame_bytes: 16_384_000,
+            max_queue: 1024,
+            max_client_connections: 20_000,
+            max_connections_per_source: 1024,
+            max_buffered_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// How client connections map onto backend connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardingMode {
+    /// Each complete request is dispatched to a pooled backend connection;
+    /// idle clients hold no backend thread.
+    Request,
+    /// Each client connection gets its own backend connection for its
+    /// lifetime (bounded by `timeouts.idle`).
+    Connection,
+}
+
+/// `[forwarding]`: request-level dispatch.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardingConfig {
+    pub mode: ForwardingMode,
+    /// A pooled backend connection unused this long is closed.
+    pub pool_idle: ConfigDuration,
+    /// Methods safe to retry once on a fresh connection when a call dies in
+    /// flight (they must be idempotent).
+    pub retry_methods: Vec<String>,
+}
+
+impl Default for ForwardingConfig {
+    fn default() -> Self {
+        ForwardingConfig {
+            mode: ForwardingMode::Request,
+            pool_idle: ConfigDuration::secs(30),
+            retry_methods: vec!["ping".to_string(), "upload".to_string()],
+        }
+    }
+}
+
+/// `[shutdown]`: graceful drain on SIGTERM.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// How long health answers 503 while still serving, so the balancer
+    /// takes the node out before connections are refused.
+    pub drain_grace: ConfigDuration,
+    /// How long live connections get to finish once accepting has stopped.
+    pub timeout: ConfigDuration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            drain_grace: ConfigDuration::secs(10),
+            timeout: ConfigDuration::secs(30),
+        }
+    }
+}
+
+/// A duration written as in `"2s"`, `"500ms"`, `"1m 30s"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ConfigDuration(pub Duration);
+
+impl ConfigDuration {
+    pub const fn secs(secs: u64) -> Self {
+        ConfigDuration(Duration::from_secs(secs))
+    }
+
+    pub fn get(self) -> Duration {
+        self.0
+    }
+}
+
+impl fmt::Display for ConfigDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{}\"", humantime::format_duration(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for ConfigDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text)
+            .map(ConfigDuration)
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "invalid duration {text:?} ({e}); write it like \"500ms\", \"2s\" or \"1m\""
+                ))
+            })
+    }
+}
+
+/// One entry of `probes.sources`: a named preset or a CIDR.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeSource {
+    /// The label used in `probegate_probes_total{source}`: the preset name,
+    /// or the CIDR as written.
+    pub name: String,
+    pub nets: Vec<IpNet>,
+}
+
+impl ProbeSource {
+    /// The ranges health checkers of known clouds connect from.
+    fn preset(name: &str) -> Option<Vec<IpNet>> {
+        let nets: &[&str] = match name {
+            // Aliyun SLB/CLB health checks (and the rest of its internal
+            // service range): 100.64.0.0/10.
+            "aliyun" => &["100.64.0.0/10"],
+            // Google Cloud load balancer health checks, IPv4 and IPv6.
+            "gcp" => &["35.191.0.0/16", "130.211.0.0/22", "2600:2d00:1:b029::/64"],
+            _ => return None,
+        };
+        Some(nets.iter().filter_map(|n| n.parse().ok()).collect())
+    }
+}
+
+impl FromStr for ProbeSource {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if let Some(nets) = ProbeSource::preset(text) {
+            return Ok(ProbeSource {
+                name: text.to_string(),
+                nets,
+            });
+        }
+        let net: IpNet = text.parse().map_err(|_| {
+            format!("{text:?} is neither a preset (aliyun, gcp) nor a CIDR like \"100.64.0.0/10\"")
+        })?;
+        Ok(ProbeSource {
+            name: text.to_string(),
+            nets: vec![net],
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for ProbeSource {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "<text>".to_string(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the rules that span keys or that types cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.backends.is_empty() {
+            return Err(ConfigError::invalid(
+                "backends",
+                "[]",
+                "at least one [[backends]] entry with an address is required",
+            ));
+        }
+        for (i, backend) in self.backends.iter().enumerate() {
+            if backend.max_connections == 0 {
+                return Err(ConfigError::invalid(
+                    format!("backends[{i}].max_connections"),
+                    0,
+                    "must be at least 1 (the backend's worker threads)",
+                ));
+            }
+            if let Some(read_timeout) = backend.read_timeout {
+                if !read_timeout.get().is_zero() && self.forwarding.pool_idle >= read_timeout {
+                    return Err(ConfigError::invalid(
+                        "forwarding.pool_idle",
+                        self.forwarding.pool_idle,
+                        format!(
+                            "must be below backends[{i}].read_timeout = {read_timeout}, or the backend closes pooled connections first"
+                        ),
+                    ));
+                }
+            }
+        }
+        let positive = [
+            ("health.interval", self.health.interval),
+            ("health.timeout", self.health.timeout),
+            ("timeouts.first_byte", self.timeouts.first_byte),
+            ("timeouts.connect", self.timeouts.connect),
+            ("timeouts.idle", self.timeouts.idle),
+            ("timeouts.queue", self.timeouts.queue),
+            ("timeouts.request", self.timeouts.request),
+            ("timeouts.proxy_header", self.timeouts.proxy_header),
+            ("forwarding.pool_idle", self.forwarding.pool_idle),
+        ];
+        for (key, value) in positive {
+            if value.get().is_zero() {
+                return Err(ConfigError::invalid(
+                    key,
+                    value,
+                    "must be greater than zero",
+                ));
+            }
+        }
+        let counts = [
+            ("health.rise", self.health.rise as usize),
+            ("health.fall", self.health.fall as usize),
+            (
+                "limits.max_client_connections",
+                self.limits.max_client_connections,
+            ),
+            (
+                "limits.max_connections_per_source",
+                self.limits.max_connections_per_source,
+            ),
+        ];
+        for (key, value) in counts {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, value, "must be at least 1"));
+            }
+        }
+        // A frame needs at least its 4-byte length and a message header.
+        if self.limits.max_frame_bytes < 64 {
+            return Err(ConfigError::invalid(
+                "limits.max_frame_bytes",
+                self.limits.max_frame_bytes,
+                "must be at least 64 bytes",
+            ));
+        }
+        if self.limits.max_buffered_bytes < self.limits.max_frame_bytes {
+            return Err(ConfigError::invalid(
+                "limits.max_buffered_bytes",
+                self.limits.max_buffered_bytes,
+                format!(
+                    "must be at least limits.max_frame_bytes = {}, or one large request could never be buffered",
+                    self.limits.max_frame_bytes
+                ),
+            ));
+        }
+        for (i, path) in self.health.paths.iter().enumerate() {
+            if !path.starts_with('/') {
+                return Err(ConfigError::invalid(
+                    format!("health.paths[{i}]"),
+                    format!("{path:?}"),
+                    "must start with '/'",
+                ));
+            }
+        }
+        for (i, method) in self.forwarding.retry_methods.iter().enumerate() {
+            if method.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("forwarding.retry_methods[{i}]"),
+                    "\"\"",
+                    "must be a method name",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[[backends]]\naddress = \"127.0.0.1:9090\"\n";
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config = Config::parse(MINIMAL).expect("minimal config parses");
+        assert_eq!(config.backends[0].max_connections, 10);
+        assert_eq!(config.health.paths, vec!["/health".to_string()]);
+        assert_eq!(config.limits.max_frame_bytes, 16_384_000);
+        assert_eq!(config.forwarding.mode, ForwardingMode::Request);
+    }
+
+    #[test]
+    fn presets_and_cidrs_parse() {
+        let text =
+            format!("{MINIMAL}[probes]\nsources = [\"aliyun\", \"gcp\", \"127.100.0.0/16\"]\n");
+        let config = Config::parse(&text).expect("parses");
+        let names: Vec<_> = config
+            .probes
+            .sources
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(names, ["aliyun", "gcp", "127.100.0.0/16"]);
+        assert_eq!(
+            config.probes.sources[0].nets,
+            vec!["100.64.0.0/10".parse::<IpNet>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_value() {
+        let cases: &[(&str, &[&str])] = &[
+            ("[listen]\npublik = \"0.0.0.0:1\"\n", &["publik"]),
+            ("[timeouts]\nidle = \"5 parsecs\"\n", &["idle", "5 parsecs"]),
+            ("[listen]\npublic = \"nowhere:xx\"\n", &["public", "nowhere:xx"]),
+            ("[probes]\nsources = [\"azure\"]\n", &["sources", "azure"]),
+            ("[[backends]]\naddress = \"127.0.0.1:1\"\nmax_connections = 0\n", &["backends[0].max_connections", "0"]),
+            ("[health]\nrise = 0\n", &["health.rise", "0"]),
+            (
+                "[forwarding]\npool_idle = \"90s\"\n[[backends]]\naddress = \"127.0.0.1:1\"\nread_timeout = \"60s\"\n",
+                &["forwarding.pool_idle", "1m 30s", "read_timeout = \"1m\""],
+            ),
+        ];
+        for (extra, needles) in cases {
+            let text = if extra.contains("[[backends]]") {
+                extra.to_string()
+            } else {
+                format!("{MINIMAL}{extra}")
+            };
+            let message = Config::parse(&text).expect_err(extra).to_string();
+            for needle in *needles {
+                assert!(
+                    message.contains(needle),
+                    "{message:?} should mention {needle:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn no_backends_is_an_error() {
+        let message = Config::parse("").expect_err("empty").to_string();
+        assert!(message.contains("backends"), "{message}");
+    }
+}
