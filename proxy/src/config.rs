@@ -15,6 +15,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 
+use crate::protocols::thrift::{Flavor, Protocol, Transport};
+
 /// Why a configuration could not be used. The message always names the key
 /// and the value so the operator can fix the file without guessing.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +115,30 @@ pub struct BackendConfig {
     /// pooled connection under probegate's feet.
     #[serde(default)]
     pub read_timeout: Option<ConfigDuration>,
+    /// The Thrift transport the backend is configured with.
+    #[serde(default = "default_backend_transport")]
+    pub transport: Transport,
+    /// The Thrift protocol the backend is configured with.
+    #[serde(default = "default_backend_protocol")]
+    pub protocol: Protocol,
+}
+
+impl BackendConfig {
+    /// The dialect probegate must speak on connections to this backend.
+    pub fn flavor(&self) -> Flavor {
+        Flavor {
+            transport: self.transport,
+            protocol: self.protocol,
+        }
+    }
+}
+
+fn default_backend_transport() -> Transport {
+    Transport::Framed
+}
+
+fn default_backend_protocol() -> Protocol {
+    Protocol::Binary
 }
 
 fn default_max_connections() -> usize {
