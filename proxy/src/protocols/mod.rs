@@ -1,3 +1,5 @@
 //! The wire protocols probegate speaks or recognises on its public port.
 
+pub mod http_health;
+pub mod proxy_header;
 pub mod thrift;

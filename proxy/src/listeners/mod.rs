@@ -1,0 +1,4 @@
+//! Where connections are accepted.
+
+pub mod admin;
+pub mod public;
