@@ -1,1 +1,210 @@
-fn main() {}
+//! Developer tasks for the workspace, run through cargo aliases.
+//!
+//! `cargo stack` (an alias for `cargo run -p xtask -- stack`) runs the whole
+//! local stack in the foreground: the `uploader` backend on local disk and
+//! `probegate` in front of it, with the configs in `config/`. It exists so
+//! that a new user needs one command and nothing but the Rust toolchain; it
+//! builds both binaries, starts them, prints where everything listens and how
+//! to try it, and stops both when either exits or on Ctrl-C.
+
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// How long a freshly started server may take to print its `listening` line.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a server gets to exit after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("stack") => stack(&args[1..]),
+        _ => {
+            eprintln!("usage: cargo stack [--release]   (cargo run -p xtask -- stack)");
+            return ExitCode::from(64);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A server started by the stack, with the addresses it printed.
+struct Server {
+    name: &'static str,
+    child: Child,
+    listening: String,
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn stack(args: &[String]) -> Result<()> {
+    let release = args.iter().any(|a| a == "--release");
+    if let Some(unknown) = args.iter().find(|a| *a != "--release") {
+        bail!("unknown argument {unknown:?}; the only option is --release");
+    }
+    let root = workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let mut build = Command::new(&cargo);
+    build
+        .current_dir(&root)
+        .args(["build", "-p", "uploader", "-p", "probegate"]);
+    if release {
+        build.arg("--release");
+    }
+    let status = build.status().context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build failed ({status})");
+    }
+    let bin_dir = root
+        .join("target")
+        .join(if release { "release" } else { "debug" });
+
+    let uploader = start(
+        "uploader",
+        Command::new(bin_dir.join("uploader"))
+            .current_dir(&root)
+            .args(["serve", "--config", "config/uploader.toml"]),
+    )?;
+    let mut servers = vec![uploader];
+    match start(
+        "probegate",
+        Command::new(bin_dir.join("probegate"))
+            .current_dir(&root)
+            .args(["--config", "config/probegate.local.toml"]),
+    ) {
+        Ok(proxy) => servers.push(proxy),
+        Err(e) => {
+            stop_all(&mut servers);
+            return Err(e);
+        }
+    }
+    print_banner(&servers);
+    let exited = wait_for_first_exit(&mut servers);
+    stop_all(&mut servers);
+    match exited {
+        // Ctrl-C reaches the whole foreground process group: both servers
+        // exit 0 on SIGINT, and that is a clean stop.
+        Some((name, status)) if !status.success() => bail!("{name} exited with {status}"),
+        _ => Ok(()),
+    }
+}
+
+/// Spawns a server and waits (bounded) for its `listening` line on stdout;
+/// its logs stay on the terminal through the inherited stderr.
+fn start(name: &'static str, command: &mut Command) -> Result<Server> {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {name} ({command:?})"))?;
+    let stdout = child.stdout.take().context("child stdout")?;
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains(" listening ") {
+                let _ = tx.send(line);
+            } else {
+                println!("{line}");
+            }
+        }
+    });
+    match rx.recv_timeout(STARTUP_TIMEOUT) {
+        Ok(listening) => Ok(Server {
+            name,
+            child,
+            listening,
+        }),
+        Err(_) => {
+            let _ = child.kill();
+            let status = child.wait().ok();
+            bail!(
+                "{name} did not report its listening addresses within {STARTUP_TIMEOUT:?} (exit: {status:?}); see its log above"
+            )
+        }
+    }
+}
+
+fn print_banner(servers: &[Server]) {
+    println!();
+    for server in servers {
+        println!("  {}", server.listening);
+    }
+    let public = servers
+        .iter()
+        .find_map(|s| field(&s.listening, "public="))
+        .unwrap_or("127.0.0.1:9455");
+    let proxy_admin = servers
+        .iter()
+        .find(|s| s.name == "probegate")
+        .and_then(|s| field(&s.listening, "admin="))
+        .unwrap_or("127.0.0.1:9456");
+    println!();
+    println!("  upload:  cargo run -q -p uploader -- upload photo.jpg --server {public}");
+    println!("  health:  curl -I http://{public}/health");
+    println!("  metrics: curl http://{proxy_admin}/metrics");
+    println!("  Ctrl-C stops both.");
+    println!();
+}
+
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace().find_map(|w| w.strip_prefix(key))
+}
+
+/// Blocks until one of the servers exits, returning which and how.
+fn wait_for_first_exit(servers: &mut [Server]) -> Option<(&'static str, std::process::ExitStatus)> {
+    loop {
+        for server in servers.iter_mut() {
+            match server.child.try_wait() {
+                Ok(Some(status)) => return Some((server.name, status)),
+                Ok(None) => {}
+                Err(_) => return None,
+            }
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Asks every server still running to stop (SIGTERM), and kills those that
+/// do not exit within `STOP_TIMEOUT`.
+fn stop_all(servers: &mut [Server]) {
+    for server in servers.iter_mut() {
+        if matches!(server.child.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &server.child.id().to_string()])
+                .status();
+        }
+    }
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    for server in servers.iter_mut() {
+        while matches!(server.child.try_wait(), Ok(None)) {
+            if Instant::now() >= deadline {
+                eprintln!(
+                    "xtask: {} did not stop in {STOP_TIMEOUT:?}; killing it",
+                    server.name
+                );
+                let _ = server.child.kill();
+                let _ = server.child.wait();
+                break;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
