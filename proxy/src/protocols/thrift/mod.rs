@@ -1,10 +1,39 @@
 //! Thrift on the wire: which transport and protocol a peer speaks.
 //!
-//! probegate never deserialises a request's arguments; it only needs to know
-//! where a message begins and ends, what its header says, and how to answer
-//! with an exception in the peer's own dialect.
+//! probegate never interprets a request's arguments; it only needs to know
+//! where a message begins and ends, what its header says, how to answer with
+//! an exception in the peer's own dialect, and (when a client and a backend
+//! speak different protocols) how to re-encode a message generically. All
+//! decoding goes through the `thrift` crate's own protocol readers; the only
+//! bytes read by hand are the 4-byte frame length and the first byte that
+//! tells the encodings apart.
+//!
+//! # Layout
+//!
+//! - `sniff`: recognise the first bytes of a client connection.
+//! - `delimit`: find where the first whole message in a buffer ends.
+//! - `exception`: build a `TApplicationException` reply.
+//! - `transcode`: re-encode a message from one flavor to another.
+//! - `wire` (private): the slice reader, header decoding and the generic
+//!   value walker the others share.
+
+use std::fmt;
 
 use serde::Deserialize;
+use thrift::protocol::{TMessageIdentifier, TMessageType};
+
+mod delimit;
+mod exception;
+mod sniff;
+#[cfg(test)]
+mod testing;
+mod transcode;
+mod wire;
+
+pub use delimit::{delimit, Delimit};
+pub use exception::encode_exception;
+pub use sniff::{sniff, Sniff};
+pub use transcode::transcode;
 
 /// How messages are delimited on the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -31,4 +60,119 @@ pub enum Protocol {
 pub struct Flavor {
     pub transport: Transport,
     pub protocol: Protocol,
+}
+
+impl Flavor {
+    pub const FRAMED_BINARY: Flavor = Flavor::new(Transport::Framed, Protocol::Binary);
+    pub const FRAMED_COMPACT: Flavor = Flavor::new(Transport::Framed, Protocol::Compact);
+    pub const BUFFERED_BINARY: Flavor = Flavor::new(Transport::Buffered, Protocol::Binary);
+    pub const BUFFERED_COMPACT: Flavor = Flavor::new(Transport::Buffered, Protocol::Compact);
+    /// Every flavor probegate speaks, for tests and tables.
+    pub const ALL: [Flavor; 4] = [
+        Flavor::FRAMED_BINARY,
+        Flavor::FRAMED_COMPACT,
+        Flavor::BUFFERED_BINARY,
+        Flavor::BUFFERED_COMPACT,
+    ];
+
+    pub const fn new(transport: Transport, protocol: Protocol) -> Flavor {
+        Flavor {
+            transport,
+            protocol,
+        }
+    }
+}
+
+impl fmt::Display for Flavor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let transport = match self.transport {
+            Transport::Framed => "framed",
+            Transport::Buffered => "buffered",
+        };
+        let protocol = match self.protocol {
+            Protocol::Binary => "binary",
+            Protocol::Compact => "compact",
+        };
+        write!(f, "{transport}+{protocol}")
+    }
+}
+
+/// The envelope of a Thrift message: everything probegate looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageHeader {
+    /// The method name, as sent (at most a few hundred bytes of UTF-8).
+    pub name: String,
+    /// Call, Oneway, Reply or Exception.
+    pub kind: TMessageType,
+    /// The sender's sequence id; a reply must carry the call's.
+    pub seqid: i32,
+}
+
+impl MessageHeader {
+    /// The method as a bounded metric label: one of the service's methods
+    /// (`uploader_idl::METHOD_NAMES`) or `"other"`, so that a hostile client
+    /// cannot create label values.
+    pub fn method_label(&self) -> &'static str {
+        uploader_idl::METHOD_NAMES
+            .iter()
+            .copied()
+            .find(|m| *m == self.name)
+            .unwrap_or("other")
+    }
+
+    /// Whether the sender expects no reply.
+    pub fn is_oneway(&self) -> bool {
+        self.kind == TMessageType::OneWay
+    }
+}
+
+impl From<TMessageIdentifier> for MessageHeader {
+    fn from(id: TMessageIdentifier) -> Self {
+        MessageHeader {
+            name: id.name,
+            kind: id.message_type,
+            seqid: id.sequence_number,
+        }
+    }
+}
+
+impl From<&MessageHeader> for TMessageIdentifier {
+    fn from(h: &MessageHeader) -> Self {
+        TMessageIdentifier::new(h.name.clone(), h.kind, h.seqid)
+    }
+}
+
+/// Why bytes are not a Thrift message probegate will handle. The connection
+/// is closed and counted under [`InvalidThrift::reason`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidThrift {
+    /// A frame (or a buffered message) longer than `limits.max_frame_bytes`.
+    /// Decided from the length alone: nothing of that size is allocated.
+    #[error("frame of {len} bytes exceeds limits.max_frame_bytes = {max}")]
+    FrameTooLarge { len: u64, max: usize },
+    /// Old unversioned TBinaryProtocol: it starts with the method name's
+    /// length, which cannot be told apart from a frame length reliably.
+    #[error("non-strict (unversioned) binary protocol is not supported")]
+    NonStrictBinary,
+    /// THeader transport (`0F FF` after the frame length): not supported.
+    #[error("THeader transport is not supported")]
+    THeader,
+    /// The first bytes are not a Thrift message header we accept.
+    #[error("not a Thrift message header: {0}")]
+    BadHeader(String),
+    /// The header decoded but the message body does not.
+    #[error("malformed Thrift message: {0}")]
+    BadMessage(String),
+}
+
+impl InvalidThrift {
+    /// The metric label for `probegate_rejected_total{reason}`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            InvalidThrift::FrameTooLarge { .. } => "frame_too_large",
+            InvalidThrift::NonStrictBinary => "non_strict_binary",
+            InvalidThrift::THeader => "theader",
+            InvalidThrift::BadHeader(_) | InvalidThrift::BadMessage(_) => "bad_thrift",
+        }
+    }
 }
