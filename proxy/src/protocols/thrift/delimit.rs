@@ -86,7 +86,7 @@ fn buffered(protocol: Protocol, buf: &[u8], max: usize) -> Result<Delimit, Inval
         Err(ReadFailure::Bad(why)) => return Err(InvalidThrift::BadHeader(why)),
     };
     let body = src.with_input(body_config(max), |input| {
-        walk(&src, input, None, TType::Struct, 0)?;
+        walk(&src, input, None, false, TType::Struct, 0)?;
         input.read_message_end().map_err(ReadFailure::from)
     });
     match body {

@@ -24,6 +24,8 @@ use thrift::protocol::{TMessageIdentifier, TMessageType};
 
 mod delimit;
 mod exception;
+#[cfg(test)]
+mod properties;
 mod sniff;
 #[cfg(test)]
 mod testing;

@@ -2,15 +2,19 @@
 //! writing into memory, in any flavor.
 
 use std::cell::RefCell;
-use std::io::{self, Cursor, Write};
+use std::io::{self, Cursor, Read, Write};
 use std::rc::Rc;
 
 use thrift::protocol::{
     TBinaryInputProtocol, TBinaryOutputProtocol, TCompactInputProtocol, TCompactOutputProtocol,
     TInputProtocol, TOutputProtocol,
 };
-use thrift::transport::TFramedWriteTransport;
-use uploader_idl::UploaderSyncClient;
+use thrift::server::TProcessor;
+use thrift::transport::{TFramedReadTransport, TFramedWriteTransport};
+use uploader_idl::{
+    UploadError, UploadRequest, UploadResult, UploaderSyncClient, UploaderSyncHandler,
+    UploaderSyncProcessor, ERROR_INVALID_IMAGE,
+};
 
 use super::{Flavor, Protocol, Transport};
 
@@ -65,4 +69,102 @@ pub fn upload_call(flavor: Flavor, data: Vec<u8>) -> Vec<u8> {
         // No reply to read: the call fails after writing, as intended.
         let _ = c.upload(req);
     })
+}
+
+/// A client whose every reply comes from `server`, called with the bytes the
+/// client wrote since the last reply (its request, in the client's flavor).
+pub fn client_served_by(
+    flavor: Flavor,
+    server: impl FnMut(Vec<u8>) -> Vec<u8> + 'static,
+) -> Client {
+    let sink = Shared::default();
+    let write: Box<dyn Write> = match flavor.transport {
+        Transport::Framed => Box::new(TFramedWriteTransport::new(sink.clone())),
+        Transport::Buffered => Box::new(sink.clone()),
+    };
+    let replies = ReplyOnRead {
+        written: sink,
+        server: Box::new(server),
+        pending: Cursor::new(Vec::new()),
+    };
+    let read: Box<dyn Read> = match flavor.transport {
+        Transport::Framed => Box::new(TFramedReadTransport::new(replies)),
+        Transport::Buffered => Box::new(replies),
+    };
+    let (input, output): (Box<dyn TInputProtocol>, Box<dyn TOutputProtocol>) = match flavor.protocol
+    {
+        Protocol::Binary => (
+            Box::new(TBinaryInputProtocol::new(read, true)),
+            Box::new(TBinaryOutputProtocol::new(write, true)),
+        ),
+        Protocol::Compact => (
+            Box::new(TCompactInputProtocol::new(read)),
+            Box::new(TCompactOutputProtocol::new(write)),
+        ),
+    };
+    UploaderSyncClient::new(input, output)
+}
+
+struct ReplyOnRead {
+    written: Shared,
+    server: Box<dyn FnMut(Vec<u8>) -> Vec<u8>>,
+    pending: Cursor<Vec<u8>>,
+}
+
+impl Read for ReplyOnRead {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pending.position() as usize == self.pending.get_ref().len() {
+            let request = std::mem::take(&mut *self.written.0.borrow_mut());
+            self.pending = Cursor::new((self.server)(request));
+        }
+        self.pending.read(out)
+    }
+}
+
+/// The generated processor with a small handler, serving one unframed
+/// request in `protocol`: `ping` answers "pong"; `upload` of data starting
+/// with "bad" throws UploadError(ERROR_INVALID_IMAGE), otherwise it returns
+/// a result naming the data's length.
+pub fn processor_reply(protocol: Protocol, request: Vec<u8>) -> Vec<u8> {
+    struct Handler;
+    impl UploaderSyncHandler for Handler {
+        fn handle_ping(&self) -> thrift::Result<String> {
+            Ok("pong".into())
+        }
+        fn handle_upload(&self, req: UploadRequest) -> thrift::Result<UploadResult> {
+            if req.data.starts_with(b"bad") {
+                return Err(thrift::Error::User(Box::new(UploadError::new(
+                    ERROR_INVALID_IMAGE,
+                    "not an image".into(),
+                ))));
+            }
+            Ok(UploadResult::new(
+                format!("http://img/{}", req.data.len()),
+                "k".into(),
+                req.data.len() as i64,
+                req.content_type,
+                None,
+            ))
+        }
+        fn handle_touch(&self, _note: String) -> thrift::Result<()> {
+            Ok(())
+        }
+    }
+    let processor = UploaderSyncProcessor::new(Handler);
+    let mut out = Vec::new();
+    let read = Cursor::new(request);
+    let result = match protocol {
+        Protocol::Binary => processor.process(
+            &mut TBinaryInputProtocol::new(read, true),
+            &mut TBinaryOutputProtocol::new(&mut out, true),
+        ),
+        Protocol::Compact => processor.process(
+            &mut TCompactInputProtocol::new(read),
+            &mut TCompactOutputProtocol::new(&mut out),
+        ),
+    };
+    if let Err(e) = result {
+        panic!("processor failed: {e}");
+    }
+    out
 }

@@ -49,12 +49,14 @@ pub fn transcode(
             &src,
             &id,
             &mut TBinaryOutputProtocol::new(&mut out, true),
+            to.protocol,
             max_frame_bytes,
         ),
         Protocol::Compact => copy(
             &src,
             &id,
             &mut TCompactOutputProtocol::new(&mut out),
+            to.protocol,
             max_frame_bytes,
         ),
     };
@@ -124,13 +126,187 @@ fn copy(
     src: &Source<'_>,
     header: &TMessageIdentifier,
     out: &mut dyn TOutputProtocol,
+    to: Protocol,
     max: usize,
 ) -> Result<(), ReadFailure> {
     out.write_message_begin(header)?;
+    let compact_out = to == Protocol::Compact;
     src.with_input(body_config(max), |input| {
-        walk(src, input, Some(&mut *out), TType::Struct, 0)?;
+        walk(src, input, Some(&mut *out), compact_out, TType::Struct, 0)?;
         input.read_message_end().map_err(ReadFailure::from)
     })?;
     out.write_message_end()?;
     out.flush().map_err(ReadFailure::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use thrift::protocol::TMessageType;
+    use thrift::ApplicationErrorKind;
+    use uploader_idl::{TUploaderSyncClient, UploadRequest, ERROR_INVALID_IMAGE};
+
+    use super::*;
+    use crate::protocols::thrift::testing::{
+        client_served_by, processor_reply, upload_call, written_by_client,
+    };
+    use crate::protocols::thrift::{delimit, encode_exception, Delimit};
+
+    const MAX: usize = 16_384_000;
+
+    #[test]
+    fn an_upload_is_what_the_other_flavors_client_would_have_sent() {
+        let data: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+        for from in Flavor::ALL {
+            for to in Flavor::ALL {
+                let got = transcode(&upload_call(from, data.clone()), from, to, MAX)
+                    .unwrap_or_else(|e| panic!("{from} -> {to}: {e}"));
+                assert!(got == upload_call(to, data.clone()), "{from} -> {to}");
+            }
+        }
+    }
+
+    #[test]
+    fn binary_to_compact_and_back_is_byte_identical() {
+        for (binary, compact) in [
+            (Flavor::FRAMED_BINARY, Flavor::FRAMED_COMPACT),
+            (Flavor::BUFFERED_BINARY, Flavor::BUFFERED_COMPACT),
+            (Flavor::FRAMED_BINARY, Flavor::BUFFERED_COMPACT),
+        ] {
+            let call = upload_call(binary, b"\x89PNG\r\n\x1a\n....".to_vec());
+            let there = transcode(&call, binary, compact, MAX).expect("to compact");
+            assert!(there.len() < call.len(), "compact is smaller");
+            let back = transcode(&there, compact, binary, MAX).expect("back");
+            assert_eq!(back, call, "{binary} -> {compact} -> {binary}");
+        }
+    }
+
+    #[test]
+    fn exceptions_keep_their_header_and_body() {
+        for from in Flavor::ALL {
+            for to in Flavor::ALL {
+                let e = |f| encode_exception(f, "upload", 77, ApplicationErrorKind::Unknown, "m");
+                assert_eq!(
+                    transcode(&e(from), from, to, MAX),
+                    Ok(e(to)),
+                    "{from} -> {to}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_client_talks_to_a_server_of_another_flavor() {
+        // Request transcoded to the server's flavor, the real processor
+        // answers, the reply is transcoded back: the generated client sees
+        // typed results and typed UploadErrors.
+        for client in Flavor::ALL {
+            for server in [Flavor::BUFFERED_BINARY, Flavor::BUFFERED_COMPACT] {
+                let mut c = client_served_by(client, move |request| {
+                    let call = transcode(&request, client, server, MAX).expect("call");
+                    let reply = processor_reply(server.protocol, call);
+                    transcode(&reply, server, client, MAX).expect("reply")
+                });
+                assert_eq!(c.ping().expect("ping"), "pong", "{client} via {server}");
+                let ok = c
+                    .upload(UploadRequest::new(
+                        vec![1; 5000],
+                        None,
+                        "image/gif".to_string(),
+                    ))
+                    .expect("upload");
+                assert_eq!(ok.url, "http://img/5000");
+                assert_eq!(ok.content_type.as_deref(), Some("image/gif"));
+                match c.upload(UploadRequest::new(b"bad bytes".to_vec(), None, None)) {
+                    Err(thrift::Error::User(e)) => {
+                        let e = e
+                            .downcast::<uploader_idl::UploadError>()
+                            .expect("an UploadError");
+                        assert_eq!(e.code, ERROR_INVALID_IMAGE);
+                        assert_eq!(e.message, "not an image");
+                    }
+                    other => panic!("{client} via {server}: {other:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_header_is_kept() {
+        let call = written_by_client(Flavor::BUFFERED_COMPACT, |c| {
+            c.touch("n".into()).expect("oneway");
+        });
+        let out = transcode(&call, Flavor::BUFFERED_COMPACT, Flavor::FRAMED_BINARY, MAX)
+            .expect("transcode");
+        match delimit(Flavor::FRAMED_BINARY, &out, MAX) {
+            Ok(Delimit::Complete { len, header }) => {
+                assert_eq!(len, out.len());
+                assert_eq!(
+                    (header.name.as_str(), header.kind, header.seqid),
+                    ("touch", TMessageType::OneWay, 1)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn incomplete_or_extra_bytes_are_refused() {
+        let call = upload_call(Flavor::BUFFERED_BINARY, vec![9; 100]);
+        let to = Flavor::BUFFERED_COMPACT;
+        let cut = transcode(&call[..call.len() - 1], Flavor::BUFFERED_BINARY, to, MAX);
+        assert!(matches!(cut, Err(InvalidThrift::BadMessage(_))), "{cut:?}");
+        let mut extra = call.clone();
+        extra.push(0);
+        let extra = transcode(&extra, Flavor::BUFFERED_BINARY, to, MAX);
+        assert!(
+            matches!(extra, Err(InvalidThrift::BadMessage(_))),
+            "{extra:?}"
+        );
+        let framed = upload_call(Flavor::FRAMED_BINARY, vec![9; 100]);
+        let short = transcode(&framed[..50], Flavor::FRAMED_BINARY, to, MAX);
+        assert!(
+            matches!(short, Err(InvalidThrift::BadMessage(_))),
+            "{short:?}"
+        );
+    }
+
+    #[test]
+    fn the_output_must_fit_the_frame_limit_too() {
+        // Compact varints grow when written as fixed-width binary.
+        let call = written_by_client(Flavor::BUFFERED_COMPACT, |c| {
+            let _ = c.upload(UploadRequest::new(vec![], None, None));
+        });
+        let limit = call.len();
+        let got = transcode(
+            &call,
+            Flavor::BUFFERED_COMPACT,
+            Flavor::BUFFERED_BINARY,
+            limit,
+        );
+        assert!(
+            matches!(got, Err(InvalidThrift::FrameTooLarge { .. })),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn field_ids_the_compact_writer_cannot_encode_are_refused_not_panicked_on() {
+        // Args with field 32767 then field -32768: legal in binary, but the
+        // compact writer's i16 delta would overflow.
+        let mut call = written_by_client(Flavor::BUFFERED_BINARY, |c| {
+            c.touch(String::new()).expect("oneway");
+        });
+        call.truncate(call.len() - 8); // keep the header
+        call.extend_from_slice(&[0x08, 0x7F, 0xFF, 0, 0, 0, 1]); // i32 field 32767
+        call.extend_from_slice(&[0x08, 0x80, 0x00, 0, 0, 0, 2]); // i32 field -32768
+        call.push(0); // stop
+        let from = Flavor::BUFFERED_BINARY;
+        assert!(matches!(
+            delimit(from, &call, MAX),
+            Ok(Delimit::Complete { len, .. }) if len == call.len()
+        ));
+        assert!(transcode(&call, from, Flavor::FRAMED_BINARY, MAX).is_ok());
+        let got = transcode(&call, from, Flavor::BUFFERED_COMPACT, MAX);
+        assert!(matches!(got, Err(InvalidThrift::BadMessage(_))), "{got:?}");
+    }
 }

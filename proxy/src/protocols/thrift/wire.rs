@@ -246,11 +246,13 @@ fn reborrow<'b>(
 }
 
 /// Reads one value of type `ty` from `input` and, when `out` is given,
-/// writes the same value to it. `src` must be the source `input` reads from.
+/// writes the same value to it. `src` must be the source `input` reads from;
+/// `compact_out` says that `out` is a compact writer (see the field ids).
 pub(crate) fn walk(
     src: &Source<'_>,
     input: &mut dyn TInputProtocol,
     mut out: Option<&mut dyn TOutputProtocol>,
+    compact_out: bool,
     ty: TType,
     depth: usize,
 ) -> Result<(), ReadFailure> {
@@ -293,7 +295,9 @@ pub(crate) fn walk(
                 o.write_struct_begin(&TStructIdentifier::new(""))?;
             }
             // The compact writer encodes field ids as deltas with plain i16
-            // arithmetic; refuse jumps it would overflow on.
+            // arithmetic (a panic, or in release a wrong encoding, on
+            // overflow); refuse the jumps it cannot take. Real IDLs number
+            // their fields in a small range.
             let mut last_id: i16 = 0;
             loop {
                 let field = input.read_field_begin()?;
@@ -304,7 +308,7 @@ pub(crate) fn walk(
                 let id = field
                     .id
                     .ok_or_else(|| ReadFailure::Bad("field without an id".into()))?;
-                if id.checked_sub(last_id).is_none() {
+                if compact_out && id.checked_sub(last_id).is_none() {
                     return Err(ReadFailure::Bad(format!(
                         "field id {id} after {last_id} cannot be re-encoded"
                     )));
@@ -317,7 +321,14 @@ pub(crate) fn walk(
                         id,
                     ))?;
                 }
-                walk(src, input, reborrow(&mut out), field.field_type, depth + 1)?;
+                walk(
+                    src,
+                    input,
+                    reborrow(&mut out),
+                    compact_out,
+                    field.field_type,
+                    depth + 1,
+                )?;
                 input.read_field_end()?;
                 if let Some(o) = reborrow(&mut out) {
                     o.write_field_end()?;
@@ -336,7 +347,14 @@ pub(crate) fn walk(
                 o.write_list_begin(&list)?;
             }
             for _ in 0..list.size {
-                walk(src, input, reborrow(&mut out), list.element_type, depth + 1)?;
+                walk(
+                    src,
+                    input,
+                    reborrow(&mut out),
+                    compact_out,
+                    list.element_type,
+                    depth + 1,
+                )?;
             }
             input.read_list_end()?;
             if let Some(o) = out {
@@ -350,7 +368,14 @@ pub(crate) fn walk(
                 o.write_set_begin(&set)?;
             }
             for _ in 0..set.size {
-                walk(src, input, reborrow(&mut out), set.element_type, depth + 1)?;
+                walk(
+                    src,
+                    input,
+                    reborrow(&mut out),
+                    compact_out,
+                    set.element_type,
+                    depth + 1,
+                )?;
             }
             input.read_set_end()?;
             if let Some(o) = out {
@@ -379,8 +404,15 @@ pub(crate) fn walk(
                 o.write_map_begin(&TMapIdentifier::new(key, value, map.size))?;
             }
             for _ in 0..map.size {
-                walk(src, input, reborrow(&mut out), key, depth + 1)?;
-                walk(src, input, reborrow(&mut out), value, depth + 1)?;
+                walk(src, input, reborrow(&mut out), compact_out, key, depth + 1)?;
+                walk(
+                    src,
+                    input,
+                    reborrow(&mut out),
+                    compact_out,
+                    value,
+                    depth + 1,
+                )?;
             }
             input.read_map_end()?;
             if let Some(o) = out {
