@@ -1,0 +1,229 @@
+//! Connection mode: one client connection, one backend slot and connection
+//! for its lifetime, bytes relayed both ways.
+//!
+//! Kept for clients whose traffic probegate should not frame. The slot is
+//! taken through the same queue as request mode; the relay ends when either
+//! side closes or nothing moves in either direction for `timeouts.idle`, so
+//! a silent client cannot pin a backend thread. The first message's header
+//! (sniffed before any slot is taken) is what an overload or no-backend
+//! exception answers.
+//!
+//! Bytes are relayed as they are, so the client must speak the backend's
+//! dialect; a mismatch is answered with an exception rather than garbled.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use prometheus::IntCounter;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{exception_for, write_client_bytes};
+use crate::protocols::thrift::{sniff, Flavor, MessageHeader, Sniff};
+use crate::upstream::metrics::{BACKEND_TO_CLIENT, CLIENT_TO_BACKEND};
+use crate::upstream::{AcquireError, Upstream};
+
+/// Relays one client connection through one backend connection.
+pub async fn serve(
+    mut client: TcpStream,
+    mut buf: BytesMut,
+    flavor: Flavor,
+    upstream: Arc<Upstream>,
+    _shutdown: CancellationToken,
+) {
+    let idle = upstream.config.timeouts.idle.get();
+    let max_frame = upstream.config.limits.max_frame_bytes;
+    // The header names the method and seqid any exception must carry.
+    let header = loop {
+        match sniff(&buf, max_frame) {
+            Sniff::Thrift { header, .. } => break header,
+            Sniff::Invalid(e) => {
+                tracing::debug!(error = %e, "not a Thrift message; closing");
+                return;
+            }
+            Sniff::NeedMore => {
+                buf.reserve(512);
+                match tokio::time::timeout(idle, client.read_buf(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return,
+                }
+            }
+        }
+    };
+    let method = header.method_label();
+    let refuse = |outcome: &'static str| {
+        upstream
+            .metrics
+            .requests_total
+            .with_label_values(&[method, outcome])
+            .inc();
+    };
+    let slot = match upstream.acquire().await {
+        Ok(slot) => slot,
+        Err(e) => {
+            refuse(match e {
+                AcquireError::QueueTimeout { .. } => "timeout",
+                _ => "shed",
+            });
+            answer(&mut client, flavor, &header, &e.to_string(), idle).await;
+            return;
+        }
+    };
+    let index = slot.backend();
+    let backend = &upstream.backends[index];
+    if backend.flavor != flavor {
+        refuse("error");
+        let text = format!(
+            "connection mode relays bytes unchanged: the client speaks {flavor}, backend {} speaks {}",
+            backend.label, backend.flavor
+        );
+        answer(&mut client, flavor, &header, &text, idle).await;
+        return;
+    }
+    let mut server = match backend.pool.get().await {
+        Ok(conn) => conn.into_stream(),
+        Err(e) => {
+            upstream.report_failure(index, &e.to_string());
+            refuse("error");
+            let text = format!("backend connection failed: {e}");
+            answer(&mut client, flavor, &header, &text, idle).await;
+            return;
+        }
+    };
+    match tokio::time::timeout(idle, server.write_all(&buf)).await {
+        Ok(Ok(())) => {}
+        _ => {
+            upstream.report_failure(index, "replaying the first bytes failed");
+            refuse("error");
+            let text = "backend connection failed: replaying the first bytes failed";
+            answer(&mut client, flavor, &header, text, idle).await;
+            return;
+        }
+    }
+    upstream
+        .metrics
+        .bytes_total
+        .with_label_values(&[CLIENT_TO_BACKEND])
+        .inc_by(buf.len() as u64);
+    drop(buf);
+    let metrics = &upstream.metrics.bytes_total;
+    relay(
+        client,
+        server,
+        idle,
+        metrics.with_label_values(&[CLIENT_TO_BACKEND]),
+        metrics.with_label_values(&[BACKEND_TO_CLIENT]),
+    )
+    .await;
+    drop(slot);
+}
+
+async fn answer(
+    client: &mut TcpStream,
+    flavor: Flavor,
+    header: &MessageHeader,
+    text: &str,
+    idle: Duration,
+) {
+    if header.is_oneway() {
+        return;
+    }
+    write_client_bytes(client, &exception_for(flavor, header, text), idle).await;
+}
+
+/// Copies bytes both ways until both directions end, or nothing moved in
+/// either direction for `idle`.
+pub async fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    idle: Duration,
+    to_backend: IntCounter,
+    to_client: IntCounter,
+) {
+    let start = Instant::now();
+    let activity = Arc::new(AtomicU64::new(0));
+    let mut client = Tracked {
+        inner: client,
+        start,
+        activity: Arc::clone(&activity),
+        counter: to_backend,
+    };
+    let mut server = Tracked {
+        inner: server,
+        start,
+        activity: Arc::clone(&activity),
+        counter: to_client,
+    };
+    let watchdog = async {
+        loop {
+            let last = start + Duration::from_millis(activity.load(Ordering::Relaxed));
+            let deadline = last + idle;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    };
+    tokio::select! {
+        result = tokio::io::copy_bidirectional(&mut client, &mut server) => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "relay ended with an error");
+            }
+        }
+        _ = watchdog => {
+            tracing::debug!("no traffic either way for timeouts.idle; closing both sides");
+        }
+    }
+}
+
+/// A stream that counts the bytes read from it and notes when it last
+/// moved any.
+struct Tracked {
+    inner: TcpStream,
+    start: Instant,
+    activity: Arc<AtomicU64>,
+    counter: IntCounter,
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.counter.inc_by(n as u64);
+            let now = self.start.elapsed().as_millis() as u64;
+            self.activity.store(now, Ordering::Relaxed);
+        }
+        poll
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

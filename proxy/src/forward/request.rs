@@ -1,0 +1,322 @@
+//! Request mode: whole calls, one at a time per client, each on a pooled
+//! backend connection.
+//!
+//! A call is dispatched only once it is completely buffered, so a client
+//! that trickles or stalls costs proxy memory (bounded across all clients by
+//! `limits.max_buffered_bytes`: reading pauses when it is used up) and never
+//! a backend thread. Between calls a client holds no buffer at all; a
+//! message buffer starts small and grows only as far as the message needs.
+//! Pipelined calls are answered in order because they are served one after
+//! the other.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use thrift::protocol::TMessageType;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::{convert, exception_for, write_client, write_client_bytes};
+use crate::protocols::thrift::{delimit, Delimit, Flavor, MessageHeader};
+use crate::upstream::metrics::{BACKEND_TO_CLIENT, CLIENT_TO_BACKEND};
+use crate::upstream::{exchange, AcquireError, CallError, Outgoing, Upstream};
+
+/// The smallest read; also the size a client's buffer starts at.
+const READ_CHUNK: usize = 4 * 1024;
+/// The largest single read (and permit request) while a message arrives.
+const MAX_READ_CHUNK: usize = 256 * 1024;
+/// A buffer this large is given back once its message has been served.
+const SHRINK_ABOVE: usize = 64 * 1024;
+
+/// This client's share of `limits.max_buffered_bytes`: one permit per byte
+/// it has buffered (or is about to read). Given back on drop.
+struct Budget {
+    semaphore: Arc<Semaphore>,
+    held: usize,
+}
+
+impl Budget {
+    async fn take(&mut self, n: usize) -> bool {
+        let Ok(n32) = u32::try_from(n) else {
+            return false;
+        };
+        match self.semaphore.acquire_many(n32).await {
+            Ok(permit) => {
+                permit.forget();
+                self.held += n;
+                true
+            }
+            Err(_closed) => false,
+        }
+    }
+
+    fn give_back(&mut self, n: usize) {
+        let n = n.min(self.held);
+        self.held -= n;
+        self.semaphore.add_permits(n);
+    }
+}
+
+impl Drop for Budget {
+    fn drop(&mut self) {
+        self.semaphore.add_permits(self.held);
+    }
+}
+
+/// Serves calls from one client until it closes, idles past
+/// `timeouts.idle`, sends something that is not a Thrift message, or
+/// `shutdown` fires between calls.
+pub async fn serve(
+    mut client: TcpStream,
+    mut buf: BytesMut,
+    flavor: Flavor,
+    upstream: Arc<Upstream>,
+    shutdown: CancellationToken,
+) {
+    let idle = upstream.config.timeouts.idle.get();
+    let max_frame = upstream.config.limits.max_frame_bytes;
+    let max_read = MAX_READ_CHUNK.min(upstream.config.limits.max_buffered_bytes);
+    let mut budget = Budget {
+        semaphore: Arc::clone(&upstream.buffer_budget),
+        held: 0,
+    };
+    if !matches!(
+        tokio::time::timeout(idle, budget.take(buf.len())).await,
+        Ok(true)
+    ) {
+        tracing::debug!("no buffer budget for the first bytes within timeouts.idle; closing");
+        return;
+    }
+    loop {
+        let mut need = READ_CHUNK;
+        if !buf.is_empty() {
+            match delimit(flavor, &buf, max_frame) {
+                Ok(Delimit::Complete { len, header }) => {
+                    let message = buf.split_to(len).freeze();
+                    let keep_going =
+                        serve_call(&mut client, message, &header, flavor, &upstream).await;
+                    budget.give_back(len);
+                    shrink(&mut buf);
+                    if !keep_going {
+                        return;
+                    }
+                    continue;
+                }
+                Ok(Delimit::NeedMore { at_least }) => {
+                    need = at_least.saturating_sub(buf.len());
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, reason = e.reason(), "client sent a message probegate cannot delimit; closing");
+                    upstream
+                        .metrics
+                        .requests_total
+                        .with_label_values(&["other", "error"])
+                        .inc();
+                    return;
+                }
+            }
+        } else {
+            // Between calls: no buffer, no budget, just wait for bytes.
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                ready = tokio::time::timeout(idle, client.readable()) => match ready {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        tracing::debug!("client idle longer than timeouts.idle; closing");
+                        return;
+                    }
+                },
+            }
+        }
+        let want = need.clamp(READ_CHUNK, max_read);
+        // Backpressure: wait for budget, but never longer than the idle bound.
+        if !matches!(
+            tokio::time::timeout(idle, budget.take(want)).await,
+            Ok(true)
+        ) {
+            tracing::debug!("buffer budget exhausted for timeouts.idle; closing client");
+            return;
+        }
+        buf.reserve(want);
+        let mut limited = (&mut client).take(want as u64);
+        let read = tokio::time::timeout(idle, limited.read_buf(&mut buf)).await;
+        let n = match read {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "client read failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(
+                    buffered = buf.len(),
+                    "client stalled mid-message longer than timeouts.idle; closing"
+                );
+                return;
+            }
+        };
+        budget.give_back(want - n);
+        if n == 0 {
+            if !buf.is_empty() {
+                tracing::debug!(buffered = buf.len(), "client closed mid-message");
+            }
+            return;
+        }
+    }
+}
+
+/// Gives back a big buffer once its message is served, so a client that
+/// sent one large upload does not keep that memory while idle.
+fn shrink(buf: &mut BytesMut) {
+    if buf.is_empty() {
+        *buf = BytesMut::new();
+    } else if buf.capacity() > SHRINK_ABOVE && buf.len() <= buf.capacity() / 4 {
+        *buf = BytesMut::from(&buf[..]);
+    }
+}
+
+/// What the client gets for one call.
+enum Answer {
+    /// The backend's reply, in the client's dialect.
+    Reply(Outgoing),
+    /// A TApplicationException made by probegate.
+    Exception(Vec<u8>),
+    /// Nothing (oneway calls).
+    Nothing,
+}
+
+/// Forwards one call and writes its answer. Returns whether the client
+/// connection should keep being served.
+async fn serve_call(
+    client: &mut TcpStream,
+    message: Bytes,
+    header: &MessageHeader,
+    flavor: Flavor,
+    upstream: &Arc<Upstream>,
+) -> bool {
+    let started = Instant::now();
+    let method = header.method_label();
+    let (answer, outcome) = forward_call(message, header, flavor, upstream).await;
+    let idle = upstream.config.timeouts.idle.get();
+    let written = match &answer {
+        Answer::Reply(out) => {
+            let ok = write_client(client, out, idle).await;
+            if ok {
+                upstream
+                    .metrics
+                    .bytes_total
+                    .with_label_values(&[BACKEND_TO_CLIENT])
+                    .inc_by(out.len() as u64);
+            }
+            ok
+        }
+        Answer::Exception(bytes) => write_client_bytes(client, bytes, idle).await,
+        Answer::Nothing => true,
+    };
+    upstream
+        .metrics
+        .requests_total
+        .with_label_values(&[method, outcome])
+        .inc();
+    upstream
+        .metrics
+        .request_seconds
+        .with_label_values(&[method])
+        .observe(started.elapsed().as_secs_f64());
+    written
+}
+
+/// Takes a slot, sends the call, reads the reply; retries once when that
+/// is safe. Returns the answer and the `outcome` label.
+async fn forward_call(
+    message: Bytes,
+    header: &MessageHeader,
+    flavor: Flavor,
+    upstream: &Arc<Upstream>,
+) -> (Answer, &'static str) {
+    let config = &upstream.config;
+    let oneway = header.is_oneway();
+    let retryable = config.forwarding.retry_methods.contains(&header.name);
+    let request_timeout = config.timeouts.request.get();
+    let max_frame = config.limits.max_frame_bytes;
+    let fail = |outcome: &'static str, text: String| {
+        tracing::debug!(method = %header.name, outcome, reason = %text, "call not served");
+        if oneway {
+            // A oneway client reads nothing: an answer would be taken as the
+            // reply to its next call.
+            (Answer::Nothing, outcome)
+        } else {
+            (
+                Answer::Exception(exception_for(flavor, header, &text)),
+                outcome,
+            )
+        }
+    };
+    let mut retried = false;
+    loop {
+        let slot = match upstream.acquire().await {
+            Ok(slot) => slot,
+            Err(e @ AcquireError::QueueTimeout { .. }) => return fail("timeout", e.to_string()),
+            Err(e) => return fail("shed", e.to_string()),
+        };
+        let index = slot.backend();
+        let backend = &upstream.backends[index];
+        let out = match convert(&message, flavor, backend.flavor, max_frame) {
+            Ok(out) => out,
+            Err(e) => {
+                return fail(
+                    "error",
+                    format!("cannot re-encode the call for the backend: {e}"),
+                )
+            }
+        };
+        let result = exchange(upstream, &slot, &out, oneway, request_timeout).await;
+        drop(slot);
+        if result.as_ref().map_or_else(CallError::delivered, |_| true) {
+            upstream
+                .metrics
+                .bytes_total
+                .with_label_values(&[CLIENT_TO_BACKEND])
+                .inc_by(out.len() as u64);
+        }
+        match result {
+            Ok(None) => return (Answer::Nothing, "oneway"),
+            Ok(Some(reply)) => {
+                let outcome = if reply.header.kind == TMessageType::Exception {
+                    "exception"
+                } else {
+                    "reply"
+                };
+                return match convert(&reply.bytes, backend.flavor, flavor, max_frame) {
+                    Ok(out) => (Answer::Reply(out), outcome),
+                    Err(e) => fail(
+                        "error",
+                        format!("cannot re-encode the backend's reply: {e}"),
+                    ),
+                };
+            }
+            Err(CallError::Timeout { .. }) => {
+                upstream.report_failure(index, "request timed out");
+                return fail(
+                    "timeout",
+                    format!(
+                        "request exceeded timeouts.request={}",
+                        humantime::format_duration(request_timeout)
+                    ),
+                );
+            }
+            Err(e) => {
+                upstream.report_failure(index, &e.to_string());
+                if !retried && (!e.delivered() || retryable) {
+                    tracing::debug!(backend = %backend.label, method = %header.name, error = %e, "retrying call once");
+                    retried = true;
+                    continue;
+                }
+                return fail("error", format!("backend connection failed: {e}"));
+            }
+        }
+    }
+}
