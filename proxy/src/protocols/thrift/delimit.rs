@@ -305,4 +305,90 @@ mod tests {
             Err(InvalidThrift::BadMessage(_))
         ));
     }
+
+    /// `list<i64>` of `n` elements as field 1 of a buffered call's args,
+    /// and the offset where the elements start.
+    fn list_call(protocol: Protocol, n: usize) -> (Vec<u8>, usize) {
+        use thrift::protocol::{
+            TBinaryOutputProtocol, TCompactOutputProtocol, TFieldIdentifier, TListIdentifier,
+            TMessageIdentifier, TOutputProtocol, TStructIdentifier,
+        };
+        fn write(o: &mut dyn TOutputProtocol, n: usize, start: &mut dyn FnMut()) {
+            o.write_message_begin(&TMessageIdentifier::new("sum", TMessageType::Call, 1))
+                .and_then(|()| o.write_struct_begin(&TStructIdentifier::new("args")))
+                .and_then(|()| o.write_field_begin(&TFieldIdentifier::new("xs", TType::List, 1)))
+                .and_then(|()| o.write_list_begin(&TListIdentifier::new(TType::I64, n as i32)))
+                .expect("write");
+            start();
+            for i in 0..n {
+                o.write_i64(i as i64 * 1_000_003).expect("write");
+            }
+            o.write_list_end()
+                .and_then(|()| o.write_field_end())
+                .and_then(|()| o.write_field_stop())
+                .and_then(|()| o.write_struct_end())
+                .and_then(|()| o.write_message_end())
+                .expect("write");
+        }
+        let out = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let mut start = 0;
+        struct W(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
+        impl std::io::Write for W {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.borrow_mut().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut mark = || start = out.borrow().len();
+        match protocol {
+            Protocol::Binary => write(
+                &mut TBinaryOutputProtocol::new(W(out.clone()), true),
+                n,
+                &mut mark,
+            ),
+            Protocol::Compact => write(
+                &mut TCompactOutputProtocol::new(W(out.clone())),
+                n,
+                &mut mark,
+            ),
+        }
+        let bytes = out.borrow().clone();
+        (bytes, start)
+    }
+
+    #[test]
+    fn a_long_list_is_waited_for_in_one_step() {
+        let n = 10_000;
+        for protocol in [Protocol::Binary, Protocol::Compact] {
+            let flavor = Flavor::new(Transport::Buffered, protocol);
+            let (call, start) = list_call(protocol, n);
+            assert_eq!(complete(flavor, &call).0, call.len());
+            let at_least = match delimit(flavor, &call[..start + 3], MAX) {
+                Ok(Delimit::NeedMore { at_least }) => at_least,
+                other => panic!("{flavor}: {other:?}"),
+            };
+            match protocol {
+                // Fixed width: the whole list, then only the args' stop.
+                Protocol::Binary => assert_eq!(at_least, call.len() - 1),
+                // Varints: at least a byte per element.
+                Protocol::Compact => {
+                    assert!(at_least >= start + n && at_least < call.len(), "{at_least}")
+                }
+            }
+            // A count no frame could hold is refused before the elements come.
+            let mut huge = call[..start].to_vec();
+            huge.extend_from_slice(&[0; 8]);
+            let limit = start + 100;
+            assert!(
+                matches!(
+                    delimit(flavor, &huge, limit),
+                    Err(InvalidThrift::FrameTooLarge { .. })
+                ),
+                "{flavor}"
+            );
+        }
+    }
 }

@@ -174,6 +174,45 @@ impl<'a> Source<'a> {
     }
 }
 
+impl Source<'_> {
+    /// Before a container's elements are read: `count` elements, each made of
+    /// values of `types`, need at least `count * min_width` bytes. When fewer
+    /// are here, stop with `Eof` recording that bound, so that delimit's
+    /// caller waits for a whole list at once instead of re-walking it per
+    /// read (and a hostile count is refused by the frame cap at once).
+    fn check_elements_present(&self, count: i32, types: &[TType]) -> Result<(), ReadFailure> {
+        let per_element: usize = types.iter().map(|t| min_width(self.protocol, *t)).sum();
+        let count = usize::try_from(count).unwrap_or(0);
+        let end = self
+            .pos
+            .get()
+            .saturating_add(count.saturating_mul(per_element));
+        if end > self.buf.len() {
+            self.wanted.set(self.wanted.get().max(end));
+            return Err(ReadFailure::Eof);
+        }
+        Ok(())
+    }
+}
+
+/// The fewest bytes a value of type `ty` takes in `protocol` (inside a
+/// container, where a compact bool is one byte).
+fn min_width(protocol: Protocol, ty: TType) -> usize {
+    match (protocol, ty) {
+        (_, TType::Bool | TType::I08) => 1,
+        (_, TType::Double) => 8,
+        (_, TType::Uuid) => 16,
+        (Protocol::Binary, TType::I16) => 2,
+        (Protocol::Binary, TType::I32 | TType::String) => 4,
+        (Protocol::Binary, TType::I64) => 8,
+        // element type + i32 count; key type + value type + i32 count
+        (Protocol::Binary, TType::List | TType::Set) => 5,
+        (Protocol::Binary, TType::Map) => 6,
+        // varints, a one-byte stop, a one-byte container header
+        _ => 1,
+    }
+}
+
 /// Decodes an unsigned LEB128 varint of at most 5 bytes: (bytes used, value).
 fn varint32(bytes: &[u8]) -> Option<(usize, u32)> {
     let mut value: u64 = 0;
@@ -198,9 +237,12 @@ pub(crate) fn body_config(max_frame_bytes: usize) -> TConfiguration {
 
 fn config(max_bytes: usize) -> TConfiguration {
     // `max_frame_size` is left unset so that `build` has nothing to reject.
+    // The message size is bounded by the caller's frame cap and container
+    // counts by `check_elements_present`, which (unlike the crate's check)
+    // tells delimit how many bytes a container needs.
     TConfiguration::builder()
         .max_frame_size(None)
-        .max_message_size(Some(max_bytes.max(MAX_NAME_BYTES)))
+        .max_message_size(None)
         .max_string_size(Some(max_bytes))
         .max_recursion_depth(Some(MAX_DEPTH))
         .max_container_size(None)
@@ -343,6 +385,7 @@ pub(crate) fn walk(
         TType::List => {
             let list = input.read_list_begin()?;
             check_type(list.element_type)?;
+            src.check_elements_present(list.size, &[list.element_type])?;
             if let Some(o) = reborrow(&mut out) {
                 o.write_list_begin(&list)?;
             }
@@ -364,6 +407,7 @@ pub(crate) fn walk(
         TType::Set => {
             let set = input.read_set_begin()?;
             check_type(set.element_type)?;
+            src.check_elements_present(set.size, &[set.element_type])?;
             if let Some(o) = reborrow(&mut out) {
                 o.write_set_begin(&set)?;
             }
@@ -400,6 +444,7 @@ pub(crate) fn walk(
                 check_type(v)?;
                 (k, v)
             };
+            src.check_elements_present(map.size, &[key, value])?;
             if let Some(o) = reborrow(&mut out) {
                 o.write_map_begin(&TMapIdentifier::new(key, value, map.size))?;
             }
@@ -446,6 +491,56 @@ mod tests {
             None,
             "overflows u32"
         );
+    }
+
+    fn write_smallest(o: &mut dyn TOutputProtocol, ty: TType) -> thrift::Result<()> {
+        use thrift::protocol::{TListIdentifier, TSetIdentifier};
+        match ty {
+            TType::Bool => o.write_bool(false),
+            TType::I08 => o.write_i8(0),
+            TType::I16 => o.write_i16(0),
+            TType::I32 => o.write_i32(0),
+            TType::I64 => o.write_i64(0),
+            TType::Double => o.write_double(0.0),
+            TType::String => o.write_bytes(&[]),
+            TType::Struct => o.write_field_stop(),
+            TType::List => o.write_list_begin(&TListIdentifier::new(TType::I08, 0)),
+            TType::Set => o.write_set_begin(&TSetIdentifier::new(TType::I08, 0)),
+            TType::Map => o.write_map_begin(&TMapIdentifier::new(TType::I08, TType::I08, 0)),
+            other => panic!("no smallest value for {other}"),
+        }
+    }
+
+    #[test]
+    fn minimum_widths_match_what_the_writers_produce() {
+        use thrift::protocol::{TBinaryOutputProtocol, TCompactOutputProtocol};
+        for protocol in [Protocol::Binary, Protocol::Compact] {
+            for ty in [
+                TType::Bool,
+                TType::I08,
+                TType::I16,
+                TType::I32,
+                TType::I64,
+                TType::Double,
+                TType::String,
+                TType::Struct,
+                TType::List,
+                TType::Set,
+                TType::Map,
+            ] {
+                let mut out = Vec::new();
+                match protocol {
+                    Protocol::Binary => {
+                        write_smallest(&mut TBinaryOutputProtocol::new(&mut out, true), ty)
+                    }
+                    Protocol::Compact => {
+                        write_smallest(&mut TCompactOutputProtocol::new(&mut out), ty)
+                    }
+                }
+                .expect("write");
+                assert_eq!(min_width(protocol, ty), out.len(), "{protocol:?} {ty}");
+            }
+        }
     }
 
     #[test]
