@@ -1,0 +1,191 @@
+//! Starting a server process, learning where it listens, and stopping it.
+//!
+//! Every server of the project prints one line after binding, e.g.
+//! `probegate listening public=127.0.0.1:4242 admin=127.0.0.1:4243`, so the
+//! bench configures port 0 and reads the real addresses from that line. The
+//! servers' logs go to a file per process under the output folder, so that
+//! they neither flood the table nor block on a full pipe.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long a server may take to print its `listening` line.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a server gets to exit after SIGTERM before it is killed.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChildError {
+    #[error("cannot start {name} ({program}): {source}")]
+    Spawn {
+        name: String,
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("{name} exited ({status}) before printing its listening line; see {log}")]
+    Exited {
+        name: String,
+        status: String,
+        log: String,
+    },
+    #[error("{name} printed no listening line within {timeout:?}; see {log}")]
+    Silent {
+        name: String,
+        timeout: Duration,
+        log: String,
+    },
+    #[error("{name} listening line {line:?} has no `{key}=IP:PORT`")]
+    MissingKey {
+        name: String,
+        line: String,
+        key: String,
+    },
+}
+
+/// A running server and the addresses from its `listening` line.
+pub struct Server {
+    pub name: String,
+    pub child: Child,
+    pub addrs: BTreeMap<String, SocketAddr>,
+}
+
+impl Server {
+    /// Spawns `command` with stderr to `log`, waits (bounded) for its
+    /// `listening` line and parses it.
+    pub fn start(name: &str, mut command: Command, log: &Path) -> Result<Server, ChildError> {
+        let log_name = log.display().to_string();
+        let stderr = File::create(log)
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::null());
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|source| ChildError::Spawn {
+                name: name.to_string(),
+                program: format!("{command:?}"),
+                source,
+            })?;
+        let (tx, rx) = mpsc::channel();
+        if let Some(stdout) = child.stdout.take() {
+            thread::spawn(move || {
+                let mut sent = false;
+                // Keep draining after the first line so the child never blocks.
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if !sent && line.contains(" listening ") {
+                        sent = tx.send(line).is_ok();
+                    }
+                }
+            });
+        }
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(line) => {
+                    let addrs = parse_listening(&line);
+                    return Ok(Server {
+                        name: name.to_string(),
+                        child,
+                        addrs,
+                    });
+                }
+                Err(mpsc::RecvTimeoutError::Timeout)
+                | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        return Err(ChildError::Exited {
+                            name: name.to_string(),
+                            status: status.to_string(),
+                            log: log_name,
+                        });
+                    }
+                    if Instant::now() >= deadline {
+                        stop_child(&mut child);
+                        return Err(ChildError::Silent {
+                            name: name.to_string(),
+                            timeout: STARTUP_TIMEOUT,
+                            log: log_name,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The address printed as `key=IP:PORT`.
+    pub fn addr(&self, key: &str) -> Result<SocketAddr, ChildError> {
+        self.addrs
+            .get(key)
+            .copied()
+            .ok_or_else(|| ChildError::MissingKey {
+                name: self.name.clone(),
+                line: format!("{:?}", self.addrs),
+                key: key.to_string(),
+            })
+    }
+
+    pub fn stop(mut self) {
+        stop_child(&mut self.child);
+    }
+}
+
+/// SIGTERM (through `kill(1)`: this crate forbids unsafe code), a bounded
+/// wait, then SIGKILL.
+pub fn stop_child(child: &mut Child) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// `name listening k=IP:PORT k=IP:PORT` -> {k: addr}; words that are not
+/// `key=address` are ignored.
+pub fn parse_listening(line: &str) -> BTreeMap<String, SocketAddr> {
+    line.split_whitespace()
+        .filter_map(|word| {
+            let (key, value) = word.split_once('=')?;
+            Some((key.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listening_lines_parse() {
+        let addrs =
+            parse_listening("probegate listening public=127.0.0.1:4242 admin=127.0.0.1:4243");
+        assert_eq!(addrs["public"], "127.0.0.1:4242".parse().unwrap());
+        assert_eq!(addrs["admin"], "127.0.0.1:4243".parse().unwrap());
+        let addrs = parse_listening("uploader listening thrift=[::1]:9 admin=nowhere");
+        assert_eq!(addrs["thrift"], "[::1]:9".parse().unwrap());
+        assert!(!addrs.contains_key("admin"));
+    }
+}

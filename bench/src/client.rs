@@ -1,0 +1,85 @@
+//! Opening loopback connections (optionally from a chosen source address)
+//! and the blocking Thrift client the load generator drives over them.
+//!
+//! The client is the generated `UploaderSyncClient` over framed transport
+//! and strict binary protocol, the backend's defaults, so the bench speaks
+//! exactly what a real client speaks.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol};
+use thrift::transport::{TFramedReadTransport, TFramedWriteTransport};
+use uploader_idl::{TUploaderSyncClient, UploadRequest, UploaderSyncClient};
+
+/// The generated client over one framed, binary TCP connection.
+pub type ThriftClient = UploaderSyncClient<
+    TBinaryInputProtocol<TFramedReadTransport<TcpStream>>,
+    TBinaryOutputProtocol<TFramedWriteTransport<TcpStream>>,
+>;
+
+/// Connects to `addr`, from `source` when given (bound before connecting,
+/// port chosen by the kernel), within `timeout`.
+pub fn dial(addr: SocketAddr, source: Option<IpAddr>, timeout: Duration) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if let Some(ip) = source {
+        socket.set_reuse_address(true)?;
+        socket.bind(&SockAddr::from(SocketAddr::new(ip, 0)))?;
+    }
+    socket.connect_timeout(&SockAddr::from(addr), timeout)?;
+    Ok(socket)
+}
+
+/// A Thrift client plus a second handle on its socket, so another thread can
+/// shut the connection down to unblock a call stuck waiting for a reply.
+pub struct Conn {
+    pub client: ThriftClient,
+    pub handle: TcpStream,
+}
+
+impl Conn {
+    /// Opens a connection with the given per-read/-write timeout.
+    pub fn open(
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        io_timeout: Duration,
+    ) -> io::Result<Conn> {
+        let stream: TcpStream = dial(addr, None, connect_timeout)?.into();
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(io_timeout))?;
+        stream.set_write_timeout(Some(io_timeout))?;
+        let read_half = stream.try_clone()?;
+        let write_half = stream.try_clone()?;
+        let input = TBinaryInputProtocol::new(TFramedReadTransport::new(read_half), true);
+        let output = TBinaryOutputProtocol::new(TFramedWriteTransport::new(write_half), true);
+        Ok(Conn {
+            client: UploaderSyncClient::new(input, output),
+            handle: stream,
+        })
+    }
+
+    /// `ping()`, expecting `"pong"`.
+    pub fn ping(&mut self) -> Result<(), String> {
+        match self.client.ping() {
+            Ok(reply) if reply == "pong" => Ok(()),
+            Ok(other) => Err(format!("ping answered {other:?}, expected \"pong\"")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// `upload(data)`, expecting the stored size to equal the bytes sent.
+    pub fn upload(&mut self, data: &[u8]) -> Result<(), String> {
+        let request = UploadRequest::new(data.to_vec(), None, Some("image/png".to_string()));
+        match self.client.upload(request) {
+            Ok(result) if result.size == data.len() as i64 => Ok(()),
+            Ok(result) => Err(format!(
+                "upload stored {} bytes, sent {}",
+                result.size,
+                data.len()
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}

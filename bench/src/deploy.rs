@@ -1,0 +1,349 @@
+//! One target of the comparison, started with a backend of its own.
+//!
+//! Every target gets its own backend process so that they never share worker
+//! threads: probegate keeps a pool of backend connections open between
+//! windows, and on a shared 10-worker backend that pool would starve the next
+//! target. All servers run on the server CPU (`taskset -c 1`), with configs
+//! generated here using port 0 and the addresses read back from their
+//! `listening` lines.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use anyhow::{Context as _, Result};
+
+use crate::child::Server;
+use crate::haproxy::{self, Haproxy};
+use crate::machine::Machine;
+use crate::scrape;
+
+/// Source range the probe clients bind to; probegate is told it is the load
+/// balancer's health-check range.
+pub const PROBE_RANGE: &str = "127.100.0.0/16";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Target {
+    Direct,
+    HaproxyTcp,
+    HaproxyInspect,
+    Probegate,
+}
+
+impl Target {
+    pub const ALL: [Target; 4] = [
+        Target::Direct,
+        Target::HaproxyTcp,
+        Target::HaproxyInspect,
+        Target::Probegate,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Direct => "direct",
+            Target::HaproxyTcp => "haproxy-tcp",
+            Target::HaproxyInspect => "haproxy-inspect",
+            Target::Probegate => "probegate",
+        }
+    }
+
+    pub fn is_proxy(self) -> bool {
+        self != Target::Direct
+    }
+}
+
+/// Which backend a workload needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The in-bench responder (no storage): proxy overhead.
+    Responder { workers: usize },
+    /// The real uploader on local disk, with its read timeout (`"0s"` = none,
+    /// as in the incident).
+    Uploader {
+        workers: usize,
+        read_timeout: &'static str,
+    },
+}
+
+impl Backend {
+    pub fn workers(self) -> usize {
+        match self {
+            Backend::Responder { workers } | Backend::Uploader { workers, .. } => workers,
+        }
+    }
+}
+
+/// What starting servers needs: where binaries are and where files go.
+pub struct Env<'a> {
+    pub machine: &'a Machine,
+    /// This binary, started again as `responder`.
+    pub bench_exe: PathBuf,
+    /// Where `uploader` and `probegate` are.
+    pub bin_dir: PathBuf,
+    /// Configs, logs and the uploader's storage.
+    pub work_dir: PathBuf,
+    /// Makes every generated file name unique within the run.
+    pub seq: AtomicU32,
+}
+
+impl Env<'_> {
+    fn next_name(&self, what: &str) -> String {
+        format!("{what}-{}", self.seq.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn server_env(&self, command: &mut std::process::Command) {
+        // Logging at info on every request would be measured as proxy cost.
+        command.env("RUST_LOG", "warn");
+    }
+}
+
+enum Proxy {
+    Haproxy(Haproxy),
+    Probegate(Server),
+}
+
+/// A running target: its backend, its proxy (none for direct) and the
+/// address clients connect to.
+pub struct Deployment {
+    pub target: Target,
+    pub backend_kind: Backend,
+    backend: Server,
+    backend_metrics: SocketAddr,
+    proxy: Option<Proxy>,
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    storage: Option<PathBuf>,
+}
+
+impl Deployment {
+    pub fn start(env: &Env, target: Target, backend_kind: Backend) -> Result<Deployment> {
+        let (backend, thrift, metrics, storage) = start_backend(env, backend_kind)?;
+        let proxy = match target {
+            Target::Direct => None,
+            Target::HaproxyTcp | Target::HaproxyInspect => {
+                let mode = if target == Target::HaproxyTcp {
+                    haproxy::Mode::Tcp
+                } else {
+                    haproxy::Mode::Inspect
+                };
+                let name = env.next_name(target.name());
+                match Haproxy::start(env.machine, mode, thrift, &env.work_dir, &name) {
+                    Ok(h) => Some(Proxy::Haproxy(h)),
+                    Err(e) => {
+                        backend.stop();
+                        return Err(e.into());
+                    }
+                }
+            }
+            Target::Probegate => match start_probegate(env, thrift, backend_kind) {
+                Ok(s) => Some(Proxy::Probegate(s)),
+                Err(e) => {
+                    backend.stop();
+                    return Err(e);
+                }
+            },
+        };
+        let addr = match &proxy {
+            None => thrift,
+            Some(Proxy::Haproxy(h)) => h.addr,
+            Some(Proxy::Probegate(s)) => s.addr("public")?,
+        };
+        Ok(Deployment {
+            target,
+            backend_kind,
+            backend,
+            backend_metrics: metrics,
+            proxy,
+            addr,
+            storage,
+        })
+    }
+
+    pub fn proxy_pid(&self) -> Option<u32> {
+        match &self.proxy {
+            None => None,
+            Some(Proxy::Haproxy(h)) => Some(h.pid()),
+            Some(Proxy::Probegate(s)) => Some(s.pid()),
+        }
+    }
+
+    pub fn backend_pid(&self) -> u32 {
+        self.backend.pid()
+    }
+
+    /// The backend's `uploader_connections_accepted_total`, if readable.
+    pub fn backend_accepted(&self) -> Option<f64> {
+        scrape::counter(self.backend_metrics, scrape::ACCEPTED).ok()
+    }
+
+    pub fn stop(self) {
+        match self.proxy {
+            Some(Proxy::Haproxy(h)) => h.stop(),
+            Some(Proxy::Probegate(s)) => s.stop(),
+            None => {}
+        }
+        self.backend.stop();
+        if let Some(dir) = self.storage {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+type Started = (Server, SocketAddr, SocketAddr, Option<PathBuf>);
+
+fn start_backend(env: &Env, kind: Backend) -> Result<Started> {
+    match kind {
+        Backend::Responder { workers } => {
+            let name = env.next_name("responder");
+            let mut command = env.machine.server_command(&env.bench_exe);
+            command
+                .arg("responder")
+                .arg("--workers")
+                .arg(workers.to_string());
+            let server = Server::start(&name, command, &log_path(&env.work_dir, &name))?;
+            let thrift = server.addr("thrift")?;
+            let admin = server.addr("admin")?;
+            Ok((server, thrift, admin, None))
+        }
+        Backend::Uploader {
+            workers,
+            read_timeout,
+        } => {
+            let name = env.next_name("uploader");
+            let storage = env.work_dir.join(format!("{name}-data"));
+            std::fs::create_dir_all(&storage)
+                .with_context(|| format!("creating {}", storage.display()))?;
+            let config = env.work_dir.join(format!("{name}.toml"));
+            std::fs::write(&config, uploader_config(workers, read_timeout, &storage))
+                .with_context(|| format!("writing {}", config.display()))?;
+            let program = env.bin_dir.join("uploader");
+            let mut command = env.machine.server_command(&program);
+            command.arg("serve").arg("--config").arg(&config);
+            env.server_env(&mut command);
+            let server = Server::start(&name, command, &log_path(&env.work_dir, &name))?;
+            let thrift = server.addr("thrift")?;
+            let admin = server.addr("admin")?;
+            Ok((server, thrift, admin, Some(storage)))
+        }
+    }
+}
+
+fn start_probegate(env: &Env, backend: SocketAddr, kind: Backend) -> Result<Server> {
+    let name = env.next_name("probegate");
+    let config = env.work_dir.join(format!("{name}.toml"));
+    std::fs::write(&config, probegate_config(backend, kind))
+        .with_context(|| format!("writing {}", config.display()))?;
+    let program = env.bin_dir.join("probegate");
+    let mut command = env.machine.server_command(&program);
+    command.arg("--config").arg(&config);
+    env.server_env(&mut command);
+    Ok(Server::start(
+        &name,
+        command,
+        &log_path(&env.work_dir, &name),
+    )?)
+}
+
+fn log_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.log"))
+}
+
+/// The uploader's config: loopback, framed binary, fs storage in `root`.
+pub fn uploader_config(workers: usize, read_timeout: &str, root: &Path) -> String {
+    let mut c = String::new();
+    let _ = writeln!(c, "[server]");
+    let _ = writeln!(c, "listen = \"127.0.0.1:0\"");
+    let _ = writeln!(c, "workers = {workers}");
+    let _ = writeln!(c, "read_timeout = \"{read_timeout}\"");
+    let _ = writeln!(c, "write_timeout = \"60s\"");
+    let _ = writeln!(c, "protocol = \"binary\"");
+    let _ = writeln!(c, "transport = \"framed\"");
+    let _ = writeln!(c, "max_upload_bytes = {}", 10 * 1024 * 1024);
+    let _ = writeln!(c, "[admin]");
+    let _ = writeln!(c, "listen = \"127.0.0.1:0\"");
+    let _ = writeln!(c, "[storage]");
+    let _ = writeln!(c, "kind = \"fs\"");
+    let _ = writeln!(c, "root = {:?}", root.display().to_string());
+    let _ = writeln!(c, "public_base_url = \"http://127.0.0.1/\"");
+    let _ = writeln!(c, "key_prefix = \"bench\"");
+    c
+}
+
+/// probegate's config: request-level dispatch to one backend with as many
+/// slots as it has workers, the bench's probe range, and limits that let
+/// 10,000 idle clients in. Other keys keep their defaults.
+pub fn probegate_config(backend: SocketAddr, kind: Backend) -> String {
+    let mut c = String::new();
+    let _ = writeln!(c, "[listen]");
+    let _ = writeln!(c, "public = \"127.0.0.1:0\"");
+    let _ = writeln!(c, "admin = \"127.0.0.1:0\"");
+    let _ = writeln!(c, "[[backends]]");
+    let _ = writeln!(c, "address = \"{backend}\"");
+    let _ = writeln!(c, "max_connections = {}", kind.workers());
+    if let Backend::Uploader { read_timeout, .. } = kind {
+        if humantime_nonzero(read_timeout) {
+            let _ = writeln!(c, "read_timeout = \"{read_timeout}\"");
+        }
+    }
+    let _ = writeln!(c, "[probes]");
+    let _ = writeln!(c, "sources = [\"{PROBE_RANGE}\"]");
+    let _ = writeln!(c, "[timeouts]");
+    let _ = writeln!(
+        c,
+        "first_byte = \"{}ms\"",
+        haproxy::INSPECT_DELAY.as_millis()
+    );
+    let _ = writeln!(c, "[limits]");
+    let _ = writeln!(c, "max_client_connections = 30000");
+    let _ = writeln!(c, "[forwarding]");
+    let _ = writeln!(c, "mode = \"request\"");
+    c
+}
+
+/// Whether a duration written like `"0s"` / `"60s"` is non-zero.
+fn humantime_nonzero(text: &str) -> bool {
+    text.trim_start_matches('0')
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probegate_config_matches_the_backend() {
+        let be: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        let c = probegate_config(be, Backend::Responder { workers: 64 });
+        assert!(c.contains("address = \"127.0.0.1:7000\""));
+        assert!(c.contains("max_connections = 64"));
+        assert!(c.contains("sources = [\"127.100.0.0/16\"]"));
+        assert!(!c.contains("read_timeout"));
+        let c = probegate_config(
+            be,
+            Backend::Uploader {
+                workers: 10,
+                read_timeout: "60s",
+            },
+        );
+        assert!(c.contains("read_timeout = \"60s\""));
+        let c = probegate_config(
+            be,
+            Backend::Uploader {
+                workers: 10,
+                read_timeout: "0s",
+            },
+        );
+        assert!(!c.contains("read_timeout"), "0s means none: {c}");
+    }
+
+    #[test]
+    fn durations_zero_or_not() {
+        assert!(!humantime_nonzero("0s"));
+        assert!(!humantime_nonzero("00ms"));
+        assert!(humantime_nonzero("60s"));
+        assert!(humantime_nonzero("10s"));
+    }
+}

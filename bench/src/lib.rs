@@ -1,0 +1,54 @@
+//! probegate-bench: the same workloads straight to a Thrift backend, through
+//! HAProxy (plain `mode tcp` and its inspect-delay configuration) and through
+//! probegate, in one run, on one machine.
+//!
+//! It exists to give users and the project an honest, reproducible answer to
+//! "what does putting probegate in front cost, and what does it buy, compared
+//! with HAProxy?" — measured, not asserted.
+//!
+//! # Layout
+//!
+//! - `options`: the command line (quick and full modes, filters).
+//! - `machine`: pinning, `/dev/cpu_dma_latency`, the file-descriptor limit, the
+//!   clock tick: everything done to the machine for a run, and said in the output.
+//! - `procstat`: CPU time and RSS of a process from `/proc`.
+//! - `child`: starting a server, reading its `listening` line, stopping it.
+//! - `responder`: the minimal in-bench Thrift backend (no storage), run as a
+//!   pinned child process of this binary.
+//! - `haproxy`: HAProxy's generated configurations and its process.
+//! - `deploy`: one target (direct / haproxy-tcp / haproxy-inspect / probegate)
+//!   with its own backend.
+//! - `client`: a blocking Thrift client over one TCP connection.
+//! - `scrape`: reading `uploader_connections_accepted_total` from a backend.
+//! - `load`: closed-loop `ping`/`upload` runs measured over a window.
+//! - `probes`: the probe storm (RST, FIN, HTTP) at a fixed rate.
+//! - `idle`: thousands of silent client connections held open.
+//! - `incident`: the production incident, replayed against every target.
+//! - `payload`: valid PNG images of a chosen size for `upload`.
+//! - `stats`: percentiles, medians and ranges.
+//! - `report`: records, the stdout table, JSON lines.
+//! - `goals`: the issue's targets checked against the medians.
+//! - `chart`: the SVG chart.
+//! - `run`: the orchestration of workloads, repetitions and targets.
+
+#![forbid(unsafe_code)]
+
+pub mod chart;
+pub mod child;
+pub mod client;
+pub mod deploy;
+pub mod goals;
+pub mod haproxy;
+pub mod idle;
+pub mod incident;
+pub mod load;
+pub mod machine;
+pub mod options;
+pub mod payload;
+pub mod probes;
+pub mod procstat;
+pub mod report;
+pub mod responder;
+pub mod run;
+pub mod scrape;
+pub mod stats;

@@ -1,0 +1,192 @@
+//! What the bench does to the machine for the length of a run, and the notes
+//! that say so in the output.
+//!
+//! On 2-vCPU virtual machines the wake-up latency of an idle vCPU dominates
+//! small-RPC timings, so the bench holds `/dev/cpu_dma_latency` open with 0
+//! written to it (idle CPUs keep polling while it is open), pins the load
+//! generator to CPU 0 and every server to CPU 1 so they do not steal each
+//! other's core, and raises its file-descriptor limit so that 10,000 idle
+//! clients fit (children inherit the raised limit).
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::process::Command;
+
+/// CPU given to the load generator (this process and its threads).
+pub const LOAD_CPU: usize = 0;
+/// CPU given to every server (backends and proxies) through `taskset`.
+pub const SERVER_CPU: usize = 1;
+/// The file-descriptor limit asked for: room for 10,000 client sockets here
+/// plus both sides of 10,000 proxied connections in a child.
+const WANTED_NOFILE: u64 = 65_536;
+
+/// The state set up for a run. Dropping it closes `/dev/cpu_dma_latency`,
+/// which gives the CPUs back their idle states.
+pub struct Machine {
+    /// Whether servers are started under `taskset -c 1`.
+    pub pin_servers: bool,
+    /// Kernel clock ticks per second, for `/proc/PID/stat` times.
+    pub clk_tck: f64,
+    /// Human-readable lines describing pinning, latency and limits.
+    pub notes: Vec<String>,
+    /// Held open for the run: the latency request lasts while it is open.
+    _dma_latency: Option<File>,
+}
+
+impl Machine {
+    /// Applies the run's settings; nothing here is fatal, each outcome is
+    /// noted instead.
+    pub fn setup(pin: bool, hold_latency: bool) -> Machine {
+        let mut notes = Vec::new();
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let taskset = Command::new("taskset")
+            .arg("-V")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        let pin_servers = pin && cpus > SERVER_CPU && taskset;
+        if !pin {
+            notes.push("pinning: off (--no-pin)".to_string());
+        } else if cpus <= SERVER_CPU {
+            notes.push(format!(
+                "pinning: off ({cpus} CPU available, need 2: load generator and servers share it)"
+            ));
+        } else if !taskset {
+            notes.push("pinning: off (taskset not found; install util-linux)".to_string());
+        } else {
+            let pinned_self =
+                core_affinity::set_for_current(core_affinity::CoreId { id: LOAD_CPU });
+            notes.push(format!(
+                "pinning: load generator on CPU {LOAD_CPU}{} ; backends and proxies on CPU {SERVER_CPU} (taskset -c {SERVER_CPU}); {cpus} CPUs seen",
+                if pinned_self { " (sched_setaffinity)" } else { " FAILED to pin, running unpinned" }
+            ));
+        }
+
+        let dma_latency = if !hold_latency {
+            notes.push(
+                "cpu_dma_latency: not held (--no-latency-hold); idle CPUs may sleep deeply and wake slowly"
+                    .to_string(),
+            );
+            None
+        } else {
+            hold_dma_latency(&mut notes)
+        };
+
+        notes.push(raise_nofile());
+        if let Some(load) = load_average() {
+            notes.push(if load >= 0.5 {
+                format!("load average {load:.2} at start: other processes are competing for the CPUs, expect noisy numbers")
+            } else {
+                format!("load average {load:.2} at start")
+            });
+        }
+
+        let clk_tck = clock_ticks();
+        notes.push(format!(
+            "cpu time: utime+stime from /proc/PID/stat over each window, {clk_tck} ticks/s (getconf CLK_TCK)"
+        ));
+        Machine {
+            pin_servers,
+            clk_tck,
+            notes,
+            _dma_latency: dma_latency,
+        }
+    }
+}
+
+/// Opens `/dev/cpu_dma_latency` and writes 0 (an `i32`): the kernel keeps
+/// CPUs out of deep idle states while the file stays open.
+fn hold_dma_latency(notes: &mut Vec<String>) -> Option<File> {
+    match OpenOptions::new().write(true).open("/dev/cpu_dma_latency") {
+        Ok(mut file) => match file.write_all(&0i32.to_ne_bytes()) {
+            Ok(()) => {
+                notes.push(
+                        "cpu_dma_latency: holding /dev/cpu_dma_latency open with 0 for the run (idle CPUs poll instead of sleeping)"
+                            .to_string(),
+                    );
+                Some(file)
+            }
+            Err(e) => {
+                notes.push(format!(
+                        "cpu_dma_latency: could not write 0 to /dev/cpu_dma_latency ({e}); expect more run-to-run spread"
+                    ));
+                None
+            }
+        },
+        Err(e) => {
+            notes.push(format!(
+                    "cpu_dma_latency: could not open /dev/cpu_dma_latency ({e}; needs root); expect more run-to-run spread"
+                ));
+            None
+        }
+    }
+}
+
+impl Machine {
+    /// The command that starts `program` on the server CPU (or unpinned).
+    pub fn server_command(&self, program: &std::path::Path) -> Command {
+        if self.pin_servers {
+            let mut command = Command::new("taskset");
+            command.arg("-c").arg(SERVER_CPU.to_string()).arg(program);
+            command
+        } else {
+            Command::new(program)
+        }
+    }
+}
+
+/// Raises RLIMIT_NOFILE (soft, and hard where permitted) for this process and
+/// so for every child it starts.
+fn raise_nofile() -> String {
+    use rlimit::Resource;
+    let before = Resource::NOFILE.get().unwrap_or((0, 0));
+    // Root may raise the hard limit too; others get their hard limit.
+    let raised = Resource::NOFILE
+        .set(WANTED_NOFILE.max(before.0), WANTED_NOFILE.max(before.1))
+        .is_ok();
+    if !raised {
+        let _ = rlimit::increase_nofile_limit(WANTED_NOFILE);
+    }
+    let after = Resource::NOFILE.get().unwrap_or(before);
+    let hard_note = if after.1 < WANTED_NOFILE {
+        format!(
+            "; the hard limit {} could not be raised here (needs CAP_SYS_RESOURCE), so HAProxy's maxconn is capped to fit it",
+            after.1
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "open files: RLIMIT_NOFILE {}/{} -> {}/{} (soft/hard), inherited by every server{hard_note}",
+        before.0, before.1, after.0, after.1
+    )
+}
+
+/// The current soft RLIMIT_NOFILE (what children inherit).
+pub fn nofile_limit() -> u64 {
+    rlimit::Resource::NOFILE.get().map(|l| l.0).unwrap_or(1024)
+}
+
+/// The 1-minute load average from `/proc/loadavg`.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// `getconf CLK_TCK`, or the Linux default of 100 when it cannot be run.
+pub fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|t| *t > 0.0)
+        .unwrap_or(100.0)
+}

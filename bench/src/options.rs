@@ -1,0 +1,96 @@
+//! The command line: a quick mode for a first look (about two minutes), a
+//! full mode for numbers worth publishing, and filters to rerun one part.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+/// Side-by-side benchmark: direct, HAProxy (tcp and inspect-delay) and
+/// probegate in front of a thread-per-connection Thrift backend.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "probegate-bench", version)]
+pub struct Options {
+    /// One repetition of shorter windows (about two minutes in all).
+    #[arg(long)]
+    pub quick: bool,
+    /// Repetitions of each workload (default: 1 with --quick, 3 otherwise).
+    #[arg(long)]
+    pub reps: Option<u32>,
+    /// Seconds of measurement per workload, target and repetition
+    /// (default: 2 with --quick, 5 otherwise).
+    #[arg(long)]
+    pub window: Option<f64>,
+    /// Probes per second in the probe storm (RST, FIN and HTTP in turn).
+    #[arg(long, default_value_t = 5000)]
+    pub probe_rate: u32,
+    /// Silent client connections held in the idle-clients workload.
+    #[arg(long, default_value_t = 10_000)]
+    pub idle_clients: usize,
+    /// Only these targets (comma separated): direct, haproxy-tcp,
+    /// haproxy-inspect, probegate.
+    #[arg(long, value_delimiter = ',')]
+    pub targets: Vec<String>,
+    /// Only these workloads (comma separated): ping-1, ping-32, ping-32-w10,
+    /// upload-64k, upload-1m, probe-storm, idle-clients, incident.
+    #[arg(long, value_delimiter = ',')]
+    pub workloads: Vec<String>,
+    /// Do not run `cargo build --release -p uploader -p probegate` first.
+    #[arg(long)]
+    pub no_build: bool,
+    /// Where the `uploader` and `probegate` binaries are (default:
+    /// target/release of this workspace).
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
+    /// Where results.jsonl, bench.svg and the servers' logs go.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Do not pin the load generator and the servers to separate CPUs.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Do not hold /dev/cpu_dma_latency at 0 (to see what it changes).
+    #[arg(long)]
+    pub no_latency_hold: bool,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Internal roles of this binary, started by the bench itself.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// The minimal Thrift backend: `workers` threads, one connection each.
+    Responder {
+        /// Worker threads, each serving one connection at a time.
+        #[arg(long, default_value_t = 64)]
+        workers: usize,
+    },
+}
+
+impl Options {
+    pub fn reps(&self) -> u32 {
+        self.reps.unwrap_or(if self.quick { 1 } else { 3 }).max(1)
+    }
+
+    pub fn window(&self) -> Duration {
+        let secs = self.window.unwrap_or(if self.quick { 2.0 } else { 5.0 });
+        Duration::from_secs_f64(secs.clamp(0.2, 600.0))
+    }
+
+    /// The incident replay's length: long enough for several probe rounds
+    /// (every 2 s) and a few dozen real pings (every 200 ms).
+    pub fn incident_window(&self) -> Duration {
+        if self.quick {
+            Duration::from_secs(6)
+        } else {
+            Duration::from_secs(10)
+        }
+    }
+
+    pub fn wants_target(&self, name: &str) -> bool {
+        self.targets.is_empty() || self.targets.iter().any(|t| t == name)
+    }
+
+    pub fn wants_workload(&self, name: &str) -> bool {
+        self.workloads.is_empty() || self.workloads.iter().any(|w| w == name)
+    }
+}

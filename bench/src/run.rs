@@ -1,0 +1,603 @@
+//! The run: build the servers, set up the machine, then for each workload
+//! start every target (each with its own backend), repeat the measurement
+//! with the targets interleaved (rotating who goes first, so drifts hit all
+//! alike), stop them, and finally print, write and draw the results.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, Result};
+
+use crate::deploy::{Backend, Deployment, Env, Target};
+use crate::load::{self, Call};
+use crate::machine::Machine;
+use crate::options::{Command as Role, Options};
+use crate::procstat::{rss_bytes, CpuMark};
+use crate::report::{self, Record, Shape};
+use crate::{chart, goals, haproxy, idle, incident, payload, probes, responder};
+
+/// Threads sending the probe storm.
+const STORM_THREADS: usize = 2;
+/// Settling time after idle clients are opened, before reading RSS.
+const IDLE_SETTLE: Duration = Duration::from_millis(500);
+/// Pause after closing thousands of connections, so the next window does
+/// not pay for their teardown.
+const COOL_DOWN: Duration = Duration::from_secs(1);
+
+/// What a workload does.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// Closed loop: clients, and the upload size (none: ping).
+    Calls {
+        clients: usize,
+        upload: Option<usize>,
+    },
+    /// One ping client while probes arrive.
+    Storm,
+    /// Silent connections held.
+    Idle,
+    /// The incident replay, all targets at once.
+    Incident,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Workload {
+    name: &'static str,
+    description: &'static str,
+    backend: Backend,
+    kind: Kind,
+}
+
+const WORKLOADS: [Workload; 8] = [
+    Workload {
+        name: "ping-1",
+        description: "ping, 1 connection, closed loop; responder backend, 64 workers",
+        backend: Backend::Responder { workers: 64 },
+        kind: Kind::Calls { clients: 1, upload: None },
+    },
+    Workload {
+        name: "ping-32",
+        description: "ping, 32 connections, closed loop; responder backend, 64 workers",
+        backend: Backend::Responder { workers: 64 },
+        kind: Kind::Calls { clients: 32, upload: None },
+    },
+    Workload {
+        name: "ping-32-w10",
+        description: "ping, 32 connections, closed loop; responder backend, 10 workers (who gets served?)",
+        backend: Backend::Responder { workers: 10 },
+        kind: Kind::Calls { clients: 32, upload: None },
+    },
+    Workload {
+        name: "upload-64k",
+        description: "upload of a 64 KiB PNG, 4 connections; real uploader (fs storage), 64 workers",
+        backend: Backend::Uploader { workers: 64, read_timeout: "60s" },
+        kind: Kind::Calls { clients: 4, upload: Some(64 * 1024) },
+    },
+    Workload {
+        name: "upload-1m",
+        description: "upload of a 1 MiB PNG, 4 connections; real uploader (fs storage), 64 workers",
+        backend: Backend::Uploader { workers: 64, read_timeout: "60s" },
+        kind: Kind::Calls { clients: 4, upload: Some(1024 * 1024) },
+    },
+    Workload {
+        name: "probe-storm",
+        description: "ping, 1 connection, while RST/FIN/HTTP probes arrive at --probe-rate; responder, 64 workers",
+        backend: Backend::Responder { workers: 64 },
+        kind: Kind::Storm,
+    },
+    Workload {
+        name: "idle-clients",
+        description: "--idle-clients silent connections held; responder, 64 workers",
+        backend: Backend::Responder { workers: 64 },
+        kind: Kind::Idle,
+    },
+    Workload {
+        name: "incident",
+        description: "10 silent conns + RST probe every 2 s, real ping every 200 ms (1 s bound); uploader, 10 workers, read_timeout 0s",
+        backend: Backend::Uploader { workers: 10, read_timeout: "0s" },
+        kind: Kind::Incident,
+    },
+];
+
+pub fn main(options: Options) -> Result<()> {
+    if let Some(Role::Responder { workers }) = options.command {
+        return responder::run(workers).context("responder");
+    }
+    let root = workspace_root();
+    let out = options
+        .out
+        .clone()
+        .unwrap_or_else(|| root.join("bench/out"));
+    let work_dir = out.join("run");
+    let _ = std::fs::remove_dir_all(&work_dir);
+    std::fs::create_dir_all(&work_dir)
+        .with_context(|| format!("creating {}", work_dir.display()))?;
+
+    // Pin before any thread exists, so every load thread inherits CPU 0.
+    let machine = Machine::setup(!options.no_pin, !options.no_latency_hold);
+    let bin_dir = options
+        .bin_dir
+        .clone()
+        .unwrap_or_else(|| root.join("target/release"));
+    if !options.no_build {
+        build(&root);
+    }
+    let mut notes = machine.notes.clone();
+    let haproxy_version = match haproxy::version() {
+        Ok(v) => {
+            notes.push(format!("haproxy: {v}"));
+            Some(v)
+        }
+        Err(e) => {
+            notes.push(format!("haproxy: SKIPPED ({e})"));
+            None
+        }
+    };
+    notes.push(format!(
+        "mode: {}, {} repetition(s), {:.1} s windows, probe storm {}/s, {} idle clients; servers log at RUST_LOG=warn",
+        if options.quick { "quick" } else { "full" },
+        options.reps(),
+        options.window().as_secs_f64(),
+        options.probe_rate,
+        options.idle_clients
+    ));
+
+    let targets: Vec<Target> = Target::ALL
+        .into_iter()
+        .filter(|t| options.wants_target(t.name()))
+        .filter(|t| {
+            haproxy_version.is_some() || !matches!(t, Target::HaproxyTcp | Target::HaproxyInspect)
+        })
+        .collect();
+    let probegate_bin = bin_dir.join("probegate");
+    let uploader_bin = bin_dir.join("uploader");
+    let targets: Vec<Target> = if probegate_bin.exists() {
+        targets
+    } else {
+        notes.push(format!(
+            "probegate: SKIPPED (no binary at {}; run `cargo build --release -p probegate`)",
+            probegate_bin.display()
+        ));
+        targets
+            .into_iter()
+            .filter(|t| *t != Target::Probegate)
+            .collect()
+    };
+    if !uploader_bin.exists() {
+        notes.push(format!(
+            "uploader: workloads that need it are SKIPPED (no binary at {}; run `cargo build --release -p uploader`)",
+            uploader_bin.display()
+        ));
+    }
+    println!("probegate-bench");
+    for n in &notes {
+        println!("  {n}");
+    }
+    let env = Env {
+        machine: &machine,
+        bench_exe: std::env::current_exe().context("locating this binary")?,
+        bin_dir: bin_dir.clone(),
+        work_dir: work_dir.clone(),
+        seq: AtomicU32::new(0),
+    };
+    let mut records: Vec<Record> = Vec::new();
+    let mut skipped: Vec<String> = Vec::new();
+    for workload in WORKLOADS.iter().filter(|w| options.wants_workload(w.name)) {
+        if matches!(workload.backend, Backend::Uploader { .. }) && !uploader_bin.exists() {
+            skipped.push(format!(
+                "{}: skipped: the uploader is not built",
+                workload.name
+            ));
+            continue;
+        }
+        eprintln!("bench: {} ...", workload.name);
+        let mut deployments = Vec::new();
+        for &t in &targets {
+            match Deployment::start(&env, t, workload.backend) {
+                Ok(d) => deployments.push(d),
+                Err(e) => {
+                    let msg = format!("{}: {} skipped: {e:#}", workload.name, t.name());
+                    eprintln!("bench: {msg}");
+                    skipped.push(msg);
+                }
+            }
+        }
+        if !deployments.is_empty() {
+            match run_workload(workload, &deployments, &options, &machine, &records) {
+                Ok(mut r) => records.append(&mut r),
+                Err(e) => skipped.push(format!("{}: failed: {e:#}", workload.name)),
+            }
+        }
+        for d in deployments {
+            d.stop();
+        }
+    }
+
+    let summaries = report::summarize(&records);
+    for w in WORKLOADS.iter() {
+        let rows: Vec<_> = summaries.iter().filter(|s| s.workload == w.name).collect();
+        if !rows.is_empty() {
+            print!("{}", report::table(w.name, w.description, &rows));
+        }
+    }
+    let verdicts = goals::check(&summaries);
+    if !verdicts.is_empty() {
+        println!("\n== the issue's targets, measured in this run");
+        for v in &verdicts {
+            println!("  {v}");
+        }
+    }
+    for s in &skipped {
+        println!("  skipped: {s}");
+    }
+    let run = serde_json::json!({
+        "quick": options.quick,
+        "reps": options.reps(),
+        "window_s": options.window().as_secs_f64(),
+        "probe_rate": options.probe_rate,
+        "idle_clients": options.idle_clients,
+        "notes": notes,
+        "skipped": skipped,
+        "goals": verdicts,
+        "git": git_head(&root),
+        "unix_time": SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+    });
+    let jsonl = out.join("results.jsonl");
+    report::write_jsonl(&jsonl, &run, &records, &summaries)
+        .with_context(|| format!("writing {}", jsonl.display()))?;
+    let svg = out.join("bench.svg");
+    let subtitle = format!(
+        "{} run, {} rep(s) x {:.0} s, git {}",
+        if options.quick { "quick" } else { "full" },
+        options.reps(),
+        options.window().as_secs_f64(),
+        git_head(&root)
+    );
+    if let Err(e) = chart::draw(&svg, &summaries, &subtitle) {
+        eprintln!("bench: chart not drawn: {e}");
+    }
+    println!(
+        "\nresults: {} ; chart: {} ; server logs: {}",
+        jsonl.display(),
+        svg.display(),
+        work_dir.display()
+    );
+    Ok(())
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// `cargo build --release -p uploader -p probegate`; a failure is reported
+/// and the run goes on with whatever binaries exist (their targets are
+/// skipped if they cannot start).
+fn build(root: &Path) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    eprintln!("bench: cargo build --release -p uploader -p probegate");
+    let status = Command::new(cargo)
+        .current_dir(root)
+        .args(["build", "--release", "-p", "uploader", "-p", "probegate"])
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        Ok(s) => eprintln!("bench: cargo build failed ({s}); using the binaries already built"),
+        Err(e) => eprintln!("bench: cannot run cargo ({e}); using the binaries already built"),
+    }
+}
+
+fn git_head(root: &Path) -> String {
+    Command::new("git")
+        .current_dir(root)
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+fn run_workload(
+    workload: &Workload,
+    deployments: &[Deployment],
+    options: &Options,
+    machine: &Machine,
+    earlier: &[Record],
+) -> Result<Vec<Record>> {
+    let mut records = Vec::new();
+    if let Kind::Incident = workload.kind {
+        for rep in 0..options.reps() {
+            records.extend(incident_rep(workload, deployments, options, rep));
+        }
+        return Ok(records);
+    }
+    let call = match workload.kind {
+        Kind::Calls {
+            upload: Some(size), ..
+        } => Call::Upload(Arc::new(payload::png_of_size(size)?)),
+        _ => Call::Ping,
+    };
+    for rep in 0..options.reps() {
+        let n = deployments.len();
+        for i in 0..n {
+            let d = &deployments[(i + rep as usize) % n];
+            let record = match workload.kind {
+                Kind::Calls { clients, .. } => {
+                    calls_rep(workload, d, options, machine, rep, clients, &call, None)
+                }
+                Kind::Storm => {
+                    let mut r = calls_rep(
+                        workload,
+                        d,
+                        options,
+                        machine,
+                        rep,
+                        1,
+                        &call,
+                        Some(options.probe_rate),
+                    );
+                    if let Some(base) = baseline_p99(earlier, d.target) {
+                        if let Some(p99) = r.metrics.get("p99_us").copied() {
+                            r.metrics.insert("p99_vs_no_storm".to_string(), p99 / base);
+                        }
+                    }
+                    r
+                }
+                Kind::Idle => idle_rep(workload, d, options, rep),
+                Kind::Incident => unreachable!("handled above"),
+            };
+            records.push(record);
+        }
+    }
+    Ok(records)
+}
+
+/// The median p99 of `ping-1` on the same target earlier in this run.
+fn baseline_p99(earlier: &[Record], target: Target) -> Option<f64> {
+    let values: Vec<f64> = earlier
+        .iter()
+        .filter(|r| r.workload == "ping-1" && r.target == target.name())
+        .filter_map(|r| r.metrics.get("p99_us").copied())
+        .collect();
+    crate::stats::Spread::of(&values).map(|s| s.median)
+}
+
+fn new_record(workload: &Workload, shape: Shape, d: &Deployment, rep: u32) -> Record {
+    Record {
+        workload: workload.name.to_string(),
+        shape,
+        target: d.target.name().to_string(),
+        rep,
+        metrics: BTreeMap::new(),
+        notes: Vec::new(),
+    }
+}
+
+/// CPU and counter snapshots at the window's edges, plus the storm when
+/// there is one (started as the window opens, stopped as it closes).
+struct Edges<'a> {
+    d: &'a Deployment,
+    clk_tck: f64,
+    storm_rate: Option<u32>,
+    storm: Option<probes::Storm>,
+    proxy: Option<CpuMark>,
+    backend: Option<CpuMark>,
+    accepted_before: Option<f64>,
+    proxy_cpu_s: Option<f64>,
+    backend_cpu_s: Option<f64>,
+    accepted: Option<f64>,
+    storm_outcome: Option<probes::StormOutcome>,
+}
+
+impl load::Window for Edges<'_> {
+    fn opened(&mut self) {
+        self.accepted_before = self.d.backend_accepted();
+        self.proxy = self.d.proxy_pid().and_then(CpuMark::take);
+        self.backend = CpuMark::take(self.d.backend_pid());
+        if let Some(rate) = self.storm_rate {
+            self.storm = Some(probes::Storm::start(self.d.addr, rate, STORM_THREADS));
+        }
+    }
+
+    fn closed(&mut self) {
+        self.proxy_cpu_s = self.proxy.and_then(|m| m.seconds_since(self.clk_tck));
+        self.backend_cpu_s = self.backend.and_then(|m| m.seconds_since(self.clk_tck));
+        self.storm_outcome = self.storm.take().map(probes::Storm::stop);
+        self.accepted = match (self.accepted_before, self.d.backend_accepted()) {
+            (Some(a), Some(b)) => Some(b - a),
+            _ => None,
+        };
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn calls_rep(
+    workload: &Workload,
+    d: &Deployment,
+    options: &Options,
+    machine: &Machine,
+    rep: u32,
+    clients: usize,
+    call: &Call,
+    storm_rate: Option<u32>,
+) -> Record {
+    let shape = if storm_rate.is_some() {
+        Shape::Storm
+    } else {
+        Shape::Calls
+    };
+    let mut r = new_record(workload, shape, d, rep);
+    let window = options.window();
+    let warmup = (window / 5).clamp(Duration::from_millis(300), Duration::from_secs(1));
+    let mut edges = Edges {
+        d,
+        clk_tck: machine.clk_tck,
+        storm_rate,
+        storm: None,
+        proxy: None,
+        backend: None,
+        accepted_before: None,
+        proxy_cpu_s: None,
+        backend_cpu_s: None,
+        accepted: None,
+        storm_outcome: None,
+    };
+    let outcome = load::run(d.addr, clients, call, warmup, window, &mut edges);
+    let secs = outcome.window.as_secs_f64();
+    let m = &mut r.metrics;
+    m.insert("clients".into(), clients as f64);
+    m.insert(
+        "clients_served".into(),
+        outcome.per_client.iter().filter(|c| **c > 0).count() as f64,
+    );
+    m.insert("errors".into(), outcome.errors as f64);
+    m.insert("calls_per_s".into(), outcome.calls as f64 / secs);
+    if let Some(p50) = crate::stats::percentile(&outcome.latencies_ns, 0.50) {
+        m.insert("p50_us".into(), p50 as f64 / 1000.0);
+    }
+    if let Some(p99) = crate::stats::percentile(&outcome.latencies_ns, 0.99) {
+        m.insert("p99_us".into(), p99 as f64 / 1000.0);
+    }
+    if call.bytes() > 0 {
+        m.insert(
+            "mb_per_s".into(),
+            (outcome.calls * call.bytes()) as f64 / secs / 1e6,
+        );
+        m.insert("upload_bytes".into(), call.bytes() as f64);
+    }
+    if outcome.calls > 0 {
+        if let Some(cpu) = edges.proxy_cpu_s {
+            m.insert(
+                "proxy_cpu_us_per_call".into(),
+                cpu * 1e6 / outcome.calls as f64,
+            );
+        }
+        if let Some(cpu) = edges.backend_cpu_s {
+            m.insert(
+                "backend_cpu_us_per_call".into(),
+                cpu * 1e6 / outcome.calls as f64,
+            );
+        }
+    }
+    if let Some(cpu) = edges.proxy_cpu_s {
+        m.insert("proxy_cpu_util".into(), cpu / secs);
+    }
+    if let Some(rss) = d.proxy_pid().and_then(|p| rss_bytes(p).ok()) {
+        m.insert("proxy_rss_mib".into(), rss as f64 / (1024.0 * 1024.0));
+    }
+    if let Some(a) = edges.accepted {
+        m.insert("backend_conns_accepted".into(), a);
+    }
+    if let Some(storm) = &edges.storm_outcome {
+        m.insert("probes_per_s".into(), storm.rate());
+        m.insert("probes_sent".into(), storm.total() as f64);
+        m.insert("probes_missed".into(), storm.missed as f64);
+        m.insert("probes_connect_failed".into(), storm.connect_failed as f64);
+        m.insert("http_probe_ok".into(), storm.http_ok as f64);
+    }
+    if let Some(e) = outcome.first_error {
+        r.notes.push(format!("first error: {e}"));
+    }
+    r
+}
+
+fn idle_rep(workload: &Workload, d: &Deployment, options: &Options, rep: u32) -> Record {
+    let mut r = new_record(workload, Shape::Idle, d, rep);
+    let accepted_before = d.backend_accepted();
+    let rss_before = d.proxy_pid().and_then(|p| rss_bytes(p).ok());
+    let held = idle::open(d.addr, options.idle_clients);
+    thread::sleep(IDLE_SETTLE);
+    let rss_after = d.proxy_pid().and_then(|p| rss_bytes(p).ok());
+    let accepted_after = d.backend_accepted();
+    let ping = idle::ping_once(d.addr);
+    let m = &mut r.metrics;
+    m.insert("idle_held".into(), held.count() as f64);
+    m.insert("idle_failed".into(), held.failed as f64);
+    m.insert("idle_open_s".into(), held.open_time.as_secs_f64());
+    if let Some(rss) = rss_after {
+        m.insert("proxy_rss_mib".into(), rss as f64 / (1024.0 * 1024.0));
+        if let (Some(before), true) = (rss_before, held.count() > 0) {
+            m.insert(
+                "proxy_kib_per_conn".into(),
+                (rss as f64 - before as f64) / 1024.0 / held.count() as f64,
+            );
+        }
+    }
+    if let (Some(a), Some(b)) = (accepted_before, accepted_after) {
+        m.insert("backend_conns_accepted".into(), b - a);
+    }
+    match ping {
+        Ok(t) => {
+            m.insert("ping_while_held_ms".into(), t.as_secs_f64() * 1000.0);
+        }
+        Err(e) => r.notes.push(format!("ping while held failed: {e}")),
+    }
+    held.close();
+    if matches!(d.target, Target::HaproxyTcp | Target::HaproxyInspect) {
+        let maxconn = haproxy::maxconn_for(crate::machine::nofile_limit());
+        if (maxconn as usize) <= options.idle_clients {
+            r.notes.push(format!(
+                "HAProxy's maxconn is {maxconn} here (2 descriptors per connection under RLIMIT_NOFILE {}): clients past it wait in its accept queue",
+                crate::machine::nofile_limit()
+            ));
+        }
+    }
+    thread::sleep(COOL_DOWN);
+    r
+}
+
+fn incident_rep(
+    workload: &Workload,
+    deployments: &[Deployment],
+    options: &Options,
+    rep: u32,
+) -> Vec<Record> {
+    let length = options.incident_window();
+    let before: Vec<Option<f64>> = deployments
+        .iter()
+        .map(Deployment::backend_accepted)
+        .collect();
+    let addrs: Vec<SocketAddr> = deployments.iter().map(|d| d.addr).collect();
+    // Independent targets with their own backends: replayed at once, since
+    // what is measured is pass or fail, not speed.
+    let replays: Vec<incident::Replay> = thread::scope(|s| {
+        let handles: Vec<_> = addrs
+            .iter()
+            .map(|a| s.spawn(move || incident::replay(*a, length)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    deployments
+        .iter()
+        .zip(replays)
+        .zip(before)
+        .map(|((d, replay), before)| {
+            let mut r = new_record(workload, Shape::Incident, d, rep);
+            let m = &mut r.metrics;
+            m.insert("pings".into(), replay.pings as f64);
+            m.insert("pings_passed".into(), replay.passed as f64);
+            m.insert("silent_held".into(), replay.silent_held as f64);
+            m.insert("rst_probes".into(), replay.rst_probes as f64);
+            if let (Some(a), Some(b)) = (before, d.backend_accepted()) {
+                m.insert("backend_conns_accepted".into(), b - a);
+            }
+            if let Some(f) = replay.first_failure {
+                r.notes.push(format!("first failed ping: {f}"));
+            }
+            r
+        })
+        .collect()
+}

@@ -1,0 +1,91 @@
+//! Reading one counter from a backend's Prometheus `/metrics`.
+//!
+//! The bench asks every backend (the real `uploader` and the in-bench
+//! responder alike) for `uploader_connections_accepted_total`: the number of
+//! connections that reached it is the whole point of the probe, idle and
+//! incident workloads. A tiny HTTP/1.0 GET is enough; no client library needed
+//! for one request per window.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// The counter every backend exposes for connections it accepted.
+pub const ACCEPTED: &str = "uploader_connections_accepted_total";
+/// Bound on connecting to and reading from an admin listener.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bound on the size of a metrics page.
+const MAX_PAGE: u64 = 4 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScrapeError {
+    #[error("GET http://{addr}/metrics: {source}")]
+    Io {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("GET http://{addr}/metrics: no `{name}` sample in {excerpt:?}")]
+    Missing {
+        addr: SocketAddr,
+        name: String,
+        excerpt: String,
+    },
+}
+
+/// The value of the unlabelled sample `name` on `addr`'s `/metrics`.
+pub fn counter(addr: SocketAddr, name: &str) -> Result<f64, ScrapeError> {
+    let io = |source| ScrapeError::Io { addr, source };
+    let mut stream = TcpStream::connect_timeout(&addr, SCRAPE_TIMEOUT).map_err(io)?;
+    stream.set_read_timeout(Some(SCRAPE_TIMEOUT)).map_err(io)?;
+    stream.set_write_timeout(Some(SCRAPE_TIMEOUT)).map_err(io)?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        .map_err(io)?;
+    let mut page = String::new();
+    stream
+        .take(MAX_PAGE)
+        .read_to_string(&mut page)
+        .map_err(io)?;
+    sample(&page, name).ok_or_else(|| ScrapeError::Missing {
+        addr,
+        name: name.to_string(),
+        excerpt: page.chars().take(300).collect(),
+    })
+}
+
+/// Finds `name value` (or `name{} value`) in a Prometheus text page.
+pub fn sample(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let rest = rest.strip_prefix("{}").unwrap_or(rest);
+            if !rest.starts_with([' ', '\t']) {
+                return None;
+            }
+            rest.split_whitespace().next()?.parse().ok()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_sample_and_not_its_lookalikes() {
+        let page = "HTTP/1.0 200 OK\r\n\r\n# HELP uploader_connections_accepted_total x\n\
+                    # TYPE uploader_connections_accepted_total counter\n\
+                    uploader_connections_accepted_total_extra 9\n\
+                    uploader_connections_accepted_total 42\n";
+        assert_eq!(sample(page, ACCEPTED), Some(42.0));
+        assert_eq!(
+            sample("uploader_connections_accepted_total{} 7\n", ACCEPTED),
+            Some(7.0)
+        );
+        assert_eq!(sample("other 1\n", ACCEPTED), None);
+        assert_eq!(
+            sample("uploader_connections_accepted_total NaNx\n", ACCEPTED),
+            None
+        );
+    }
+}
