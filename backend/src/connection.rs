@@ -275,14 +275,14 @@ fn dispatch(
         ),
         // The bytes did not decode (bad field, oversize string or binary):
         // the stream is out of step, so say why and end the connection.
-        Err(thrift::Error::Protocol(e)) => {
-            let notice = ApplicationError::new(ApplicationErrorKind::ProtocolError, e.to_string());
+        Err(e @ thrift::Error::Protocol(_)) => {
+            let notice = ApplicationError::new(ApplicationErrorKind::ProtocolError, describe(&e));
             let _ = thrift::server::handle_process_result(
                 &ident,
                 Err(thrift::Error::Application(notice)),
                 output,
             );
-            Err(thrift::Error::Protocol(e))
+            Err(e)
         }
         // The socket failed or the peer went away: nobody to tell.
         Err(e) => Err(e),
