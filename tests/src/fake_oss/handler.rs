@@ -87,6 +87,28 @@ fn respond(
     };
     // Which bucket and key the request names.
     let (bucket, key) = match config.style {
+        Style::Virtual => {
+            // Absolute-form URI (we are the client's proxy) or Host header.
+            let host = parts
+                .uri
+                .host()
+                .map(str::to_string)
+                .or_else(|| {
+                    parts
+                        .headers
+                        .get("host")
+                        .and_then(|v| v.to_str().ok())
+                        .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name).to_string())
+                })
+                .unwrap_or_default();
+            let domain = super::VIRTUAL_ENDPOINT.trim_start_matches("http://");
+            let bucket = host
+                .strip_suffix(domain)
+                .and_then(|b| b.strip_suffix('.'))
+                .unwrap_or(&host)
+                .to_string();
+            (bucket, decoded.trim_start_matches('/').to_string())
+        }
         Style::Path => {
             let rest = decoded.trim_start_matches('/');
             match rest.split_once('/') {

@@ -8,11 +8,17 @@
 //! content-addressed (`.../<sha256>.<ext>`) — that the body's SHA-256 is the
 //! one in the key. Objects live in memory.
 //!
-//! Addressing: [`Style::Path`] (`/bucket/key`) or [`Style::Cname`] (the
-//! endpoint itself is bound to the bucket: `/key`). Both work on plain
-//! `127.0.0.1:PORT` with no DNS, which is why the tests do not use the
-//! virtual-host style (`bucket.host`), whose name nothing here would
-//! resolve.
+//! Addressing, all reachable on `127.0.0.1:PORT` with no DNS:
+//!
+//! - [`Style::Virtual`] (`http://<bucket>.<endpoint host>/<key>`), what
+//!   Aliyun requires and the backend's default. Nothing here resolves
+//!   `<bucket>.oss-fake.invalid`, so the client is pointed at the fake as its
+//!   HTTP proxy (`HTTP_PROXY`, honoured by reqwest, OpenDAL's HTTP client):
+//!   the request keeps its virtual-host URL and `Host`, which the fake reads
+//!   the bucket from. This is the "DNS override" of the issue, done one layer
+//!   up, and it leaves what is signed exactly as in production.
+//! - [`Style::Path`] (`/bucket/key`).
+//! - [`Style::Cname`] (the endpoint is bound to the bucket: `/key`).
 //!
 //! Switches make it fail on purpose: [`FakeOss::fail_next`] (503s),
 //! [`FakeOss::set_failing`] and [`FakeOss::set_corrupt_etag`] (a wrong ETag
@@ -29,9 +35,15 @@ use std::time::SystemTime;
 use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 
+/// The endpoint the backend is given for [`Style::Virtual`]: `.invalid`
+/// never resolves (RFC 2606), so without the proxy nothing is sent anywhere.
+pub const VIRTUAL_ENDPOINT: &str = "http://oss-fake.invalid";
+
 /// How the bucket is named in a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Style {
+    /// `http://bucket.endpoint/key`, reached through the fake as HTTP proxy.
+    Virtual,
     /// `http://endpoint/bucket/key`.
     Path,
     /// `http://endpoint/key`, the endpoint bound to the bucket (OSS "CNAME").
@@ -42,6 +54,7 @@ impl Style {
     /// The value of the backend's `storage.addressing_style` for this style.
     pub fn config_value(self) -> &'static str {
         match self {
+            Style::Virtual => "virtual",
             Style::Path => "path",
             Style::Cname => "cname",
         }
@@ -158,9 +171,59 @@ impl FakeOss {
         }
     }
 
-    /// `http://127.0.0.1:PORT`: the backend's `storage.endpoint`.
+    /// The backend's `storage.endpoint` for this fake's style: for
+    /// [`Style::Virtual`] [`VIRTUAL_ENDPOINT`] (reached through
+    /// [`FakeOss::proxy_url`]), else `http://127.0.0.1:PORT`.
     pub fn endpoint(&self) -> String {
+        match self.shared.config.style {
+            Style::Virtual => VIRTUAL_ENDPOINT.to_string(),
+            Style::Path | Style::Cname => self.url(),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`: where the fake listens (and its proxy URL).
+    pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The value for `HTTP_PROXY` that routes virtual-host requests here.
+    pub fn proxy_url(&self) -> String {
+        self.url()
+    }
+
+    /// `base` pointed at this fake: `storage.kind = "oss"`, endpoint, bucket
+    /// and addressing style, the credentials in the environment, and for
+    /// [`Style::Virtual`] the fake as the only HTTP proxy.
+    pub fn configure(
+        &self,
+        base: crate::UploaderConfig,
+        access_key_id: &str,
+        secret: &str,
+    ) -> crate::UploaderConfig {
+        let style = self.shared.config.style;
+        let mut config = base.storage_oss(
+            &self.endpoint(),
+            self.bucket(),
+            style.config_value(),
+            access_key_id,
+            secret,
+        );
+        const PROXY_VARS: [&str; 3] = ["http_proxy", "no_proxy", "all_proxy"];
+        config
+            .env
+            .retain(|(k, _)| !PROXY_VARS.iter().any(|v| k.eq_ignore_ascii_case(v)));
+        let proxy = match style {
+            Style::Virtual => self.proxy_url(),
+            Style::Path | Style::Cname => String::new(),
+        };
+        for name in ["HTTP_PROXY", "http_proxy"] {
+            config.env.push((name.to_string(), proxy.clone()));
+        }
+        // Whatever the machine has set must not reroute or exempt anything.
+        for name in ["NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"] {
+            config.env.push((name.to_string(), String::new()));
+        }
+        config
     }
 
     pub fn addr(&self) -> SocketAddr {
