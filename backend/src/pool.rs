@@ -177,7 +177,14 @@ fn worker(rx: &Mutex<Receiver<(TcpStream, SocketAddr)>>, ctx: &ConnectionContext
         };
         ctx.metrics.workers_busy.inc();
         let span = tracing::debug_span!("connection", peer = %peer);
-        span.in_scope(|| connection::serve(stream, peer, ctx));
+        // A bug that panics while serving one connection must not cost the
+        // pool a worker for good: the connection is dropped, the worker stays.
+        let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            span.in_scope(|| connection::serve(stream, peer, ctx))
+        }));
+        if served.is_err() {
+            tracing::error!(peer = %peer, "serving a connection panicked; connection dropped");
+        }
         ctx.metrics.workers_busy.dec();
         slots.release();
     }
