@@ -148,6 +148,8 @@ fn serve(path: &std::path::Path) -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
+        let shutdown =
+            shutdown_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
         let thrift = std::net::TcpListener::bind(config.server.listen.0).map_err(|e| {
             format!(
                 "cannot listen on server.listen = {}: {e}",
@@ -175,7 +177,7 @@ fn serve(path: &std::path::Path) -> ExitCode {
         .map_err(|e| format!("cannot write to stdout: {e}"))?;
         drop(stdout);
 
-        uploader::server::run(&config, storage, thrift, admin, shutdown_signal())
+        uploader::server::run(&config, storage, thrift, admin, shutdown)
             .await
             .map_err(|e| e.to_string())
     });
@@ -193,27 +195,17 @@ fn serve(path: &std::path::Path) -> ExitCode {
     }
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+/// Installs the SIGTERM and SIGINT handlers now (so that a signal arriving
+/// any time after this returns stops the server cleanly, including right
+/// after the listening line) and returns a future completing on either.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
         }
-    };
-    tokio::select! {
-        _ = terminate => tracing::info!("SIGTERM received"),
-        result = tokio::signal::ctrl_c() => match result {
-            Ok(()) => tracing::info!("SIGINT received"),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGINT");
-                std::future::pending::<()>().await;
-            }
-        },
-    }
+    })
 }

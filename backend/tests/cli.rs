@@ -239,22 +239,7 @@ fn serves_answers_the_cli_and_stops_on_sigterm() {
     assert_eq!(declared.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&declared.stderr).contains("ERROR_CONTENT_TYPE_MISMATCH"));
 
-    let status = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .expect("kill -TERM");
-    assert!(status.success());
-    let deadline = Instant::now() + WAIT;
-    let exit = loop {
-        if let Some(exit) = server.child.try_wait().expect("poll") {
-            break exit;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no exit within {WAIT:?} of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let exit = signal_and_wait(&mut server, "-TERM");
     assert_eq!(exit.code(), Some(0));
 }
 
@@ -277,4 +262,42 @@ fn unreachable_server_is_a_clear_failure() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
+}
+
+/// Sends `signal` with `kill` and waits (bounded) for the exit status.
+fn signal_and_wait(server: &mut Serving, signal: &str) -> std::process::ExitStatus {
+    let sent = Command::new("kill")
+        .args([signal, &server.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(exit) = server.child.try_wait().expect("poll") {
+            return exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no exit within {WAIT:?} of {signal}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_signal_right_after_the_listening_line_exits_zero() {
+    let scratch = Scratch::new();
+    let config = scratch.file(
+        "ok.toml",
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[storage]\nroot = {:?}\n",
+            scratch.0.join("data").display().to_string()
+        )
+        .as_bytes(),
+    );
+    for signal in ["-TERM", "-INT", "-TERM", "-INT"] {
+        let mut server = serve(&config);
+        let exit = signal_and_wait(&mut server, signal);
+        assert_eq!(exit.code(), Some(0), "{signal}: {exit:?}");
+    }
 }
