@@ -19,6 +19,7 @@
 //! - [`client`]: a Thrift client in any flavour, with typed errors.
 //! - [`python`]: the Python Apache Thrift client as a subprocess.
 //! - [`http`]: blocking one-shot HTTP/1.1 requests.
+//! - [`net`]: connecting from a chosen loopback source, closing with RST.
 //! - [`metrics`]: scraping `/metrics` (`metric(admin, "name{l=\"v\"}")`).
 //! - [`wait`]: polling with a deadline (`wait_until`), never fixed sleeps.
 //! - [`images`]: real PNG/JPEG/GIF/WebP bytes and exact-size PNGs.
@@ -47,6 +48,7 @@ pub mod fake_oss;
 pub mod http;
 pub mod images;
 pub mod metrics;
+pub mod net;
 pub mod process;
 pub mod python;
 pub mod servers;

@@ -1,0 +1,82 @@
+//! Socket tricks that load-balancer health checks play, for tests that
+//! imitate them: connecting from a chosen loopback source address (a
+//! "probe range" such as `127.100.0.0/16`) and closing with RST instead of
+//! FIN.
+//!
+//! Only loopback addresses are accepted: tests send traffic nowhere else.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// Connects to `target` from `source` (any port), within `timeout`. On
+/// Linux the whole `127.0.0.0/8` is local, so `127.100.0.1` works as a
+/// distinct client address without any setup.
+pub fn connect_from(
+    source: IpAddr,
+    target: SocketAddr,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
+    if !source.is_loopback() || !target.ip().is_loopback() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("tests use loopback only: {source} -> {target}"),
+        ));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let stream = runtime.block_on(async {
+        let socket = match source {
+            IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.bind(SocketAddr::new(source, 0))?;
+        tokio::time::timeout(timeout, socket.connect(target))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connect to {target}")))?
+    })?;
+    let stream = stream.into_std()?;
+    stream.set_nonblocking(false)?;
+    Ok(stream)
+}
+
+/// Closes `stream` with a TCP RST (`SO_LINGER` 0), as cloud health checks
+/// do after the handshake.
+pub fn close_with_rst(stream: TcpStream) -> io::Result<()> {
+    let socket = tokio::net::TcpSocket::from_std_stream(stream);
+    socket.set_zero_linger()?;
+    drop(socket);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::TcpListener;
+
+    #[test]
+    fn connects_from_another_loopback_address_and_resets() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = listener.local_addr().unwrap();
+        let source: IpAddr = "127.100.0.7".parse().unwrap();
+        let client = connect_from(source, target, Duration::from_secs(5)).unwrap();
+        let (mut accepted, peer) = listener.accept().unwrap();
+        assert_eq!(peer.ip(), source);
+        close_with_rst(client).unwrap();
+        accepted
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let err = accepted.read(&mut [0u8; 1]).expect_err("a reset, not EOF");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
+    }
+
+    #[test]
+    fn refuses_non_loopback() {
+        let target: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        assert!(
+            connect_from("127.0.0.1".parse().unwrap(), target, Duration::from_secs(1)).is_err()
+        );
+    }
+}
