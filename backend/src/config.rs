@@ -287,7 +287,7 @@ impl Config {
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: "<text>".to_string(),
-            message: describe_toml_error(text, &e),
+            message: crate::toml_error::describe(text, &e),
         })?;
         config.validate()?;
         Ok(config)
@@ -403,52 +403,6 @@ impl Config {
             }
         }
         Ok(())
-    }
-}
-
-/// One line naming the key path and the value the error points at, e.g.
-/// ``key `server.read_timeout` = "5 parsecs": invalid duration ...``, falling
-/// back to the parser's own (multi-line) report when there is no position.
-fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
-    let message = error.message().trim_end();
-    let Some(span) = error.span() else {
-        return error.to_string().trim_end().to_string();
-    };
-    let start = span.start.min(text.len());
-    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
-    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
-    let line = text[line_start..line_end].trim();
-    let line_no = text[..line_start].matches('\n').count() + 1;
-    if line.starts_with('[') {
-        let table = line.trim_matches(|c| c == '[' || c == ']').trim();
-        return format!("line {line_no}: table `[{table}]`: {message}");
-    }
-    let table = text[..line_start]
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| l.starts_with('['))
-        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
-    match line.split_once('=') {
-        Some((key, value)) => {
-            let key = key.trim();
-            let path = match table {
-                Some(table) => format!("{table}.{key}"),
-                None => key.to_string(),
-            };
-            // The file is the wrong place for a secret, and so is a log.
-            let lower = key.to_ascii_lowercase();
-            let value = if ["secret", "password", "token"]
-                .iter()
-                .any(|w| lower.contains(w))
-            {
-                "<redacted>"
-            } else {
-                value.trim()
-            };
-            format!("line {line_no}: key `{path}` = {value}: {message}")
-        }
-        None => format!("line {line_no}: {line:?}: {message}"),
     }
 }
 
