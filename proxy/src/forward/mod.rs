@@ -111,3 +111,6 @@ async fn write_client_bytes(client: &mut TcpStream, bytes: &[u8], idle: Duration
         Ok(Ok(()))
     )
 }
+
+#[cfg(test)]
+mod tests;

@@ -200,8 +200,20 @@ async fn serve_call(
     let started = Instant::now();
     let method = header.method_label();
     let (answer, outcome) = forward_call(message, header, flavor, upstream).await;
+    // Counted once the answer is in hand (a client may act on the answer
+    // before probegate has finished writing it).
+    upstream
+        .metrics
+        .requests_total
+        .with_label_values(&[method, outcome])
+        .inc();
+    upstream
+        .metrics
+        .request_seconds
+        .with_label_values(&[method])
+        .observe(started.elapsed().as_secs_f64());
     let idle = upstream.config.timeouts.idle.get();
-    let written = match &answer {
+    match &answer {
         Answer::Reply(out) => {
             let ok = write_client(client, out, idle).await;
             if ok {
@@ -215,18 +227,7 @@ async fn serve_call(
         }
         Answer::Exception(bytes) => write_client_bytes(client, bytes, idle).await,
         Answer::Nothing => true,
-    };
-    upstream
-        .metrics
-        .requests_total
-        .with_label_values(&[method, outcome])
-        .inc();
-    upstream
-        .metrics
-        .request_seconds
-        .with_label_values(&[method])
-        .observe(started.elapsed().as_secs_f64());
-    written
+    }
 }
 
 /// Takes a slot, sends the call, reads the reply; retries once when that

@@ -101,7 +101,7 @@ impl UpstreamMetrics {
             request_seconds: HistogramVec::new(
                 HistogramOpts::new(
                     "probegate_request_seconds",
-                    "Client Thrift call latency, from a complete request to the reply written",
+                    "Client Thrift call latency, from a complete request to its answer ready to write",
                 )
                 .buckets(latency),
                 &["method"],

@@ -229,3 +229,8 @@ fn result_reason(result: &CheckResult) -> &str {
         _ => "",
     }
 }
+
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;

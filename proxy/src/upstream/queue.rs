@@ -368,3 +368,7 @@ impl Drop for WaitGuard<'_> {
         self.scheduler.remove_waiter(self.id);
     }
 }
+
+#[cfg(test)]
+#[path = "queue_tests.rs"]
+mod tests;

@@ -1,0 +1,319 @@
+//! Test support: a tiny real Thrift backend on 127.0.0.1:0 (the generated
+//! processor behind a tokio accept loop) whose behaviour tests can change,
+//! and real Thrift clients (the generated sync client over a std socket).
+
+use std::io::Cursor;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use thrift::protocol::{
+    TBinaryInputProtocol, TBinaryOutputProtocol, TCompactInputProtocol, TCompactOutputProtocol,
+    TInputProtocol, TOutputProtocol,
+};
+use thrift::server::TProcessor;
+use thrift::transport::{
+    TBufferedReadTransport, TBufferedWriteTransport, TFramedReadTransport, TFramedWriteTransport,
+    TIoChannel, TTcpChannel,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uploader_idl::{
+    UploadError, UploadRequest, UploadResult, UploaderSyncClient, UploaderSyncHandler,
+    UploaderSyncProcessor, ERROR_INVALID_IMAGE,
+};
+
+use bytes::BytesMut;
+
+use super::call::Reply;
+use crate::config::Config;
+use crate::protocols::thrift::{delimit, Delimit};
+use crate::protocols::thrift::{Flavor, Protocol, Transport};
+
+/// What the test backend does with the calls it reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    Normal,
+    /// Reply after this long.
+    Delay(Duration),
+    /// Close the connection instead of replying, for the next N calls.
+    CloseOnCall(usize),
+    /// Never reply (the connection stays open).
+    Hang,
+}
+
+/// A running test backend. Stops when dropped.
+pub struct Responder {
+    pub addr: SocketAddr,
+    /// Connections accepted so far.
+    pub accepted: Arc<AtomicUsize>,
+    /// Connections open now, and the most ever open at once.
+    pub open: Arc<AtomicUsize>,
+    pub peak_open: Arc<AtomicUsize>,
+    /// Method names of the calls read, in order.
+    pub calls: Arc<Mutex<Vec<String>>>,
+    mode: Arc<Mutex<Mode>>,
+    /// Cancelling it closes every open connection.
+    kill: Arc<Mutex<CancellationToken>>,
+    stop: CancellationToken,
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Responder {
+    pub async fn start(flavor: Flavor) -> Responder {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let responder = Responder {
+            addr: listener.local_addr().expect("addr"),
+            accepted: Arc::default(),
+            open: Arc::default(),
+            peak_open: Arc::default(),
+            calls: Arc::default(),
+            mode: Arc::new(Mutex::new(Mode::Normal)),
+            kill: Arc::default(),
+            stop: CancellationToken::new(),
+        };
+        let (accepted, open, peak) = (
+            Arc::clone(&responder.accepted),
+            Arc::clone(&responder.open),
+            Arc::clone(&responder.peak_open),
+        );
+        let (calls, mode, kill, stop) = (
+            Arc::clone(&responder.calls),
+            Arc::clone(&responder.mode),
+            Arc::clone(&responder.kill),
+            responder.stop.clone(),
+        );
+        tokio::spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                let (mut stream, _) = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
+                };
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let now = open.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                let (open, calls, mode) =
+                    (Arc::clone(&open), Arc::clone(&calls), Arc::clone(&mode));
+                let killed = kill.lock().unwrap().clone();
+                conns.spawn(async move {
+                    tokio::select! {
+                        _ = killed.cancelled() => {}
+                        _ = serve(&mut stream, flavor, &calls, &mode) => {}
+                    }
+                    drop(stream);
+                    open.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        responder
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        *self.mode.lock().unwrap() = mode;
+    }
+
+    /// Closes every connection open now (as a backend restart would).
+    pub fn close_connections(&self) {
+        let mut kill = self.kill.lock().unwrap();
+        kill.cancel();
+        *kill = CancellationToken::new();
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+async fn serve(
+    stream: &mut tokio::net::TcpStream,
+    flavor: Flavor,
+    calls: &Mutex<Vec<String>>,
+    mode: &Mutex<Mode>,
+) {
+    // One buffer for the connection: a oneway call may arrive in the same
+    // segment as the call after it.
+    let mut buf = BytesMut::new();
+    loop {
+        let Some(call) = next_message(stream, flavor, &mut buf).await else {
+            return;
+        };
+        calls.lock().unwrap().push(call.header.name.clone());
+        let action = {
+            let mut mode = mode.lock().unwrap();
+            let action = mode.clone();
+            if let Mode::CloseOnCall(n) = &mut *mode {
+                *n -= 1;
+                if *n == 0 {
+                    *mode = Mode::Normal;
+                }
+            }
+            action
+        };
+        match action {
+            Mode::Normal => {}
+            Mode::Delay(d) => tokio::time::sleep(d).await,
+            Mode::CloseOnCall(_) => return,
+            Mode::Hang => {
+                // Never reply, but notice when the peer closes.
+                let mut sink = [0u8; 512];
+                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+                return;
+            }
+        }
+        let body = match flavor.transport {
+            Transport::Framed => &call.bytes[4..],
+            Transport::Buffered => &call.bytes[..],
+        };
+        let reply = process(flavor.protocol, body);
+        if reply.is_empty() {
+            continue; // oneway
+        }
+        let mut out = Vec::with_capacity(reply.len() + 4);
+        if flavor.transport == Transport::Framed {
+            out.extend_from_slice(&(reply.len() as u32).to_be_bytes());
+        }
+        out.extend_from_slice(&reply);
+        if stream.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn next_message(
+    stream: &mut tokio::net::TcpStream,
+    flavor: Flavor,
+    buf: &mut BytesMut,
+) -> Option<Reply> {
+    loop {
+        if let Ok(Delimit::Complete { len, header }) = delimit(flavor, buf, 64 << 20) {
+            let bytes = buf.split_to(len).freeze();
+            return Some(Reply { bytes, header });
+        }
+        buf.reserve(64 * 1024);
+        match stream.read_buf(buf).await {
+            Ok(n) if n > 0 => {}
+            _ => return None,
+        }
+    }
+}
+
+struct Handler;
+
+impl UploaderSyncHandler for Handler {
+    fn handle_ping(&self) -> thrift::Result<String> {
+        Ok("pong".into())
+    }
+    fn handle_upload(&self, req: UploadRequest) -> thrift::Result<UploadResult> {
+        if req.data.starts_with(b"bad") {
+            return Err(thrift::Error::User(Box::new(UploadError::new(
+                ERROR_INVALID_IMAGE,
+                "not an image".into(),
+            ))));
+        }
+        Ok(UploadResult::new(
+            format!("http://img/{}", req.data.len()),
+            "k".into(),
+            req.data.len() as i64,
+            req.content_type,
+            None,
+        ))
+    }
+    fn handle_touch(&self, _note: String) -> thrift::Result<()> {
+        Ok(())
+    }
+}
+
+/// The generated processor's answer to one unframed call.
+fn process(protocol: Protocol, body: &[u8]) -> Vec<u8> {
+    let processor = UploaderSyncProcessor::new(Handler);
+    let mut out = Vec::new();
+    let read = Cursor::new(body);
+    let _ = match protocol {
+        Protocol::Binary => processor.process(
+            &mut TBinaryInputProtocol::new(read, true),
+            &mut TBinaryOutputProtocol::new(&mut out, true),
+        ),
+        Protocol::Compact => processor.process(
+            &mut TCompactInputProtocol::new(read),
+            &mut TCompactOutputProtocol::new(&mut out),
+        ),
+    };
+    out
+}
+
+/// The generated blocking client over a real socket.
+pub type Client =
+    UploaderSyncClient<Box<dyn TInputProtocol + Send>, Box<dyn TOutputProtocol + Send>>;
+
+pub fn client(addr: SocketAddr, flavor: Flavor) -> Client {
+    let stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let (r, w) = TTcpChannel::with_stream(stream).split().expect("split");
+    let (r, w): (
+        Box<dyn thrift::transport::TReadTransport + Send>,
+        Box<dyn thrift::transport::TWriteTransport + Send>,
+    ) = match flavor.transport {
+        Transport::Framed => (
+            Box::new(TFramedReadTransport::new(r)),
+            Box::new(TFramedWriteTransport::new(w)),
+        ),
+        Transport::Buffered => (
+            Box::new(TBufferedReadTransport::new(r)),
+            Box::new(TBufferedWriteTransport::new(w)),
+        ),
+    };
+    let (i, o): (
+        Box<dyn TInputProtocol + Send>,
+        Box<dyn TOutputProtocol + Send>,
+    ) = match flavor.protocol {
+        Protocol::Binary => (
+            Box::new(TBinaryInputProtocol::new(r, true)),
+            Box::new(TBinaryOutputProtocol::new(w, true)),
+        ),
+        Protocol::Compact => (
+            Box::new(TCompactInputProtocol::new(r)),
+            Box::new(TCompactOutputProtocol::new(w)),
+        ),
+    };
+    UploaderSyncClient::new(i, o)
+}
+
+/// A config for `backends` (address, max_connections, flavor) plus extra
+/// TOML sections.
+pub fn config(backends: &[(SocketAddr, usize, Flavor)], extra: &str) -> Config {
+    let mut text = String::from(extra);
+    for (addr, max, flavor) in backends {
+        let transport = match flavor.transport {
+            Transport::Framed => "framed",
+            Transport::Buffered => "buffered",
+        };
+        let protocol = match flavor.protocol {
+            Protocol::Binary => "binary",
+            Protocol::Compact => "compact",
+        };
+        text.push_str(&format!(
+            "\n[[backends]]\naddress = \"{addr}\"\nmax_connections = {max}\ntransport = \"{transport}\"\nprotocol = \"{protocol}\"\n"
+        ));
+    }
+    Config::parse(&text).expect("test config")
+}
+
+/// Polls `cond` until it holds, failing after a bound.
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
