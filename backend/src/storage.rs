@@ -282,15 +282,11 @@ impl Storage {
             // the file system directly.
             StorageKind::Fs => {
                 let root = self.fs_root.as_deref().unwrap_or(Path::new("."));
-                let atomic = root.join(ATOMIC_WRITE_DIR);
-                for dir in [root, atomic.as_path()] {
-                    match tokio::fs::metadata(dir).await {
-                        Ok(meta) if meta.is_dir() => {}
-                        Ok(_) => return Err(format!("{} is not a directory", dir.display())),
-                        Err(e) => return Err(format!("{}: {e}", dir.display())),
-                    }
+                match tokio::fs::metadata(root).await {
+                    Ok(meta) if meta.is_dir() => Ok(()),
+                    Ok(_) => Err(format!("{} is not a directory", root.display())),
+                    Err(e) => Err(format!("{}: {e}", root.display())),
                 }
-                Ok(())
             }
             StorageKind::Oss => {
                 let mut lister = self
