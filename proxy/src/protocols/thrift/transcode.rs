@@ -7,6 +7,8 @@
 //! needed. The header (name, kind, seqid) is kept; the frame prefix is added
 //! or removed as the transports require.
 
+use std::io::{self, Write};
+
 use thrift::protocol::{
     TBinaryOutputProtocol, TCompactOutputProtocol, TMessageIdentifier, TOutputProtocol, TType,
 };
@@ -32,10 +34,15 @@ pub fn transcode(
         Transport::Buffered => message,
     };
     let framed = to.transport == Transport::Framed;
-    let mut out: Vec<u8> = Vec::with_capacity(body.len() + 4);
-    if framed {
-        out.extend_from_slice(&[0; 4]);
-    }
+    let prefix = if framed { 4 } else { 0 };
+    // Compact varints can grow eightfold as binary: stop writing at the cap
+    // rather than building a huge message only to refuse it.
+    let mut sink = Capped {
+        out: Vec::with_capacity(body.len() + prefix),
+        cap: max_frame_bytes.saturating_add(prefix),
+        refused: None,
+    };
+    sink.out.resize(prefix, 0);
 
     let position = Position::default();
     let src = position.source(body, from.protocol);
@@ -48,18 +55,24 @@ pub fn transcode(
         Protocol::Binary => copy(
             &src,
             &id,
-            &mut TBinaryOutputProtocol::new(&mut out, true),
+            &mut TBinaryOutputProtocol::new(&mut sink, true),
             to.protocol,
             max_frame_bytes,
         ),
         Protocol::Compact => copy(
             &src,
             &id,
-            &mut TCompactOutputProtocol::new(&mut out),
+            &mut TCompactOutputProtocol::new(&mut sink),
             to.protocol,
             max_frame_bytes,
         ),
     };
+    if let Some(len) = sink.refused {
+        return Err(InvalidThrift::FrameTooLarge {
+            len: (len - prefix) as u64,
+            max: max_frame_bytes,
+        });
+    }
     copied.map_err(|e| match e {
         ReadFailure::Eof => InvalidThrift::BadMessage(format!(
             "{:?} (seqid {}) is truncated: {} bytes",
@@ -79,15 +92,10 @@ pub fn transcode(
         )));
     }
 
-    let produced = out.len() - if framed { 4 } else { 0 };
-    if produced > max_frame_bytes {
-        return Err(InvalidThrift::FrameTooLarge {
-            len: produced as u64,
-            max: max_frame_bytes,
-        });
-    }
+    let mut out = sink.out;
     if framed {
-        // produced <= max_frame_bytes, which the frame check kept within u32.
+        // The cap kept the body within max_frame_bytes; a frame length is a u32.
+        let produced = out.len() - prefix;
         let len = u32::try_from(produced).map_err(|_| InvalidThrift::FrameTooLarge {
             len: produced as u64,
             max: max_frame_bytes,
@@ -95,6 +103,29 @@ pub fn transcode(
         out[..4].copy_from_slice(&len.to_be_bytes());
     }
     Ok(out)
+}
+
+/// The output buffer, refusing to grow past `cap` bytes.
+struct Capped {
+    out: Vec<u8>,
+    cap: usize,
+    /// The length a refused write would have reached.
+    refused: Option<usize>,
+}
+
+impl Write for Capped {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        let len = self.out.len().saturating_add(b.len());
+        if len > self.cap {
+            self.refused = Some(len);
+            return Err(io::Error::other("message exceeds limits.max_frame_bytes"));
+        }
+        self.out.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The body of a framed message, checked to be exactly one frame.
@@ -308,5 +339,44 @@ mod tests {
         assert!(transcode(&call, from, Flavor::FRAMED_BINARY, MAX).is_ok());
         let got = transcode(&call, from, Flavor::BUFFERED_COMPACT, MAX);
         assert!(matches!(got, Err(InvalidThrift::BadMessage(_))), "{got:?}");
+    }
+
+    #[test]
+    fn growth_past_the_cap_stops_writing_at_the_cap() {
+        use thrift::protocol::{
+            TCompactOutputProtocol, TFieldIdentifier, TListIdentifier, TStructIdentifier,
+        };
+        // list<i64> of 100,000 zeros: one byte each in compact, eight in binary.
+        let n = 100_000;
+        let mut call = Vec::new();
+        let mut o = TCompactOutputProtocol::new(&mut call);
+        o.write_message_begin(&TMessageIdentifier::new("sum", TMessageType::Call, 1))
+            .and_then(|()| o.write_struct_begin(&TStructIdentifier::new("args")))
+            .and_then(|()| o.write_field_begin(&TFieldIdentifier::new("xs", TType::List, 1)))
+            .and_then(|()| o.write_list_begin(&TListIdentifier::new(TType::I64, n)))
+            .and_then(|()| (0..n).try_for_each(|_| o.write_i64(0)))
+            .and_then(|()| o.write_list_end())
+            .and_then(|()| o.write_field_end())
+            .and_then(|()| o.write_field_stop())
+            .and_then(|()| o.write_struct_end())
+            .and_then(|()| o.write_message_end())
+            .expect("write");
+        drop(o);
+        let limit = 2 * call.len();
+        match transcode(
+            &call,
+            Flavor::BUFFERED_COMPACT,
+            Flavor::FRAMED_BINARY,
+            limit,
+        ) {
+            Err(InvalidThrift::FrameTooLarge { len, max }) => {
+                assert_eq!(max, limit);
+                assert!(len as usize <= limit + 8, "stopped at the cap: {len}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let whole = transcode(&call, Flavor::BUFFERED_COMPACT, Flavor::FRAMED_BINARY, MAX)
+            .expect("fits the default cap");
+        assert!(whole.len() > 8 * n as usize);
     }
 }
