@@ -65,7 +65,7 @@ impl Conn {
         match self.client.ping() {
             Ok(reply) if reply == "pong" => Ok(()),
             Ok(other) => Err(format!("ping answered {other:?}, expected \"pong\"")),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(describe(&e)),
         }
     }
 
@@ -79,7 +79,18 @@ impl Conn {
                 result.size,
                 data.len()
             )),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(describe(&e)),
         }
+    }
+}
+
+/// A Thrift error with its kind and message: the crate's `Display` for a
+/// transport error says only "transport error".
+pub fn describe(e: &thrift::Error) -> String {
+    match e {
+        thrift::Error::Transport(t) => format!("transport {:?}: {}", t.kind, t.message),
+        thrift::Error::Protocol(p) => format!("protocol {:?}: {}", p.kind, p.message),
+        thrift::Error::Application(a) => format!("application {:?}: {}", a.kind, a.message),
+        other => other.to_string(),
     }
 }

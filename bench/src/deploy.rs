@@ -340,6 +340,33 @@ mod tests {
     }
 
     #[test]
+    fn generated_configs_pass_the_servers_own_validation() {
+        let be: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        for kind in [
+            Backend::Responder { workers: 64 },
+            Backend::Uploader {
+                workers: 10,
+                read_timeout: "0s",
+            },
+            Backend::Uploader {
+                workers: 64,
+                read_timeout: "60s",
+            },
+        ] {
+            let text = probegate_config(be, kind);
+            if let Err(e) = probegate::config::Config::parse(&text) {
+                panic!("probegate rejects {text}: {e}");
+            }
+        }
+        for timeout in ["0s", "60s"] {
+            let text = uploader_config(10, timeout, Path::new("/tmp/bench-data"));
+            if let Err(e) = uploader::config::Config::parse(&text) {
+                panic!("uploader rejects {text}: {e}");
+            }
+        }
+    }
+
+    #[test]
     fn durations_zero_or_not() {
         assert!(!humantime_nonzero("0s"));
         assert!(!humantime_nonzero("00ms"));

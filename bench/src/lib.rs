@@ -29,6 +29,7 @@
 //! - `report`: records, the stdout table, JSON lines.
 //! - `goals`: the targets checked against the medians.
 //! - `chart`: the SVG chart.
+//! - `measure`: one measurement of one target, as a record of metrics.
 //! - `run`: the orchestration of workloads, repetitions and targets.
 
 #![forbid(unsafe_code)]
@@ -43,6 +44,7 @@ pub mod idle;
 pub mod incident;
 pub mod load;
 pub mod machine;
+pub mod measure;
 pub mod options;
 pub mod payload;
 pub mod probes;

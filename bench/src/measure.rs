@@ -1,0 +1,254 @@
+//! One measurement of one target: a closed-loop window (optionally under a
+//! probe storm), an idle-clients hold, or an incident replay; each becomes a
+//! `Record` of named metrics.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::thread;
+use std::time::Duration;
+
+use crate::deploy::{Deployment, Target};
+use crate::load::{self, Call};
+use crate::machine::Machine;
+use crate::options::Options;
+use crate::procstat::{rss_bytes, CpuMark};
+use crate::report::{Record, Shape};
+use crate::{haproxy, idle, incident, probes};
+
+/// Threads sending the probe storm.
+const STORM_THREADS: usize = 2;
+/// Settling time after idle clients are opened, before reading RSS.
+const IDLE_SETTLE: Duration = Duration::from_millis(500);
+/// Pause after closing thousands of connections, so the next window does
+/// not pay for their teardown.
+const COOL_DOWN: Duration = Duration::from_secs(1);
+
+fn new_record(workload: &str, shape: Shape, d: &Deployment, rep: u32) -> Record {
+    Record {
+        workload: workload.to_string(),
+        shape,
+        target: d.target.name().to_string(),
+        rep,
+        metrics: BTreeMap::new(),
+        notes: Vec::new(),
+    }
+}
+
+/// CPU and counter snapshots at the window's edges, plus the storm when
+/// there is one (started as the window opens, stopped as it closes).
+struct Edges<'a> {
+    d: &'a Deployment,
+    clk_tck: f64,
+    storm_rate: Option<u32>,
+    storm: Option<probes::Storm>,
+    proxy: Option<CpuMark>,
+    backend: Option<CpuMark>,
+    accepted_before: Option<f64>,
+    proxy_cpu_s: Option<f64>,
+    backend_cpu_s: Option<f64>,
+    accepted: Option<f64>,
+    storm_outcome: Option<probes::StormOutcome>,
+}
+
+impl load::Window for Edges<'_> {
+    fn opened(&mut self) {
+        self.accepted_before = self.d.backend_accepted();
+        self.proxy = self.d.proxy_pid().and_then(CpuMark::take);
+        self.backend = CpuMark::take(self.d.backend_pid());
+        if let Some(rate) = self.storm_rate {
+            self.storm = Some(probes::Storm::start(self.d.addr, rate, STORM_THREADS));
+        }
+    }
+
+    fn closed(&mut self) {
+        self.proxy_cpu_s = self.proxy.and_then(|m| m.seconds_since(self.clk_tck));
+        self.backend_cpu_s = self.backend.and_then(|m| m.seconds_since(self.clk_tck));
+        self.storm_outcome = self.storm.take().map(probes::Storm::stop);
+        self.accepted = match (self.accepted_before, self.d.backend_accepted()) {
+            (Some(a), Some(b)) => Some(b - a),
+            _ => None,
+        };
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn calls_rep(
+    workload: &str,
+    d: &Deployment,
+    options: &Options,
+    machine: &Machine,
+    rep: u32,
+    clients: usize,
+    call: &Call,
+    storm_rate: Option<u32>,
+) -> Record {
+    let shape = if storm_rate.is_some() {
+        Shape::Storm
+    } else {
+        Shape::Calls
+    };
+    let mut r = new_record(workload, shape, d, rep);
+    let window = options.window();
+    let warmup = (window / 5).clamp(Duration::from_millis(300), Duration::from_secs(1));
+    let mut edges = Edges {
+        d,
+        clk_tck: machine.clk_tck,
+        storm_rate,
+        storm: None,
+        proxy: None,
+        backend: None,
+        accepted_before: None,
+        proxy_cpu_s: None,
+        backend_cpu_s: None,
+        accepted: None,
+        storm_outcome: None,
+    };
+    let outcome = load::run(d.addr, clients, call, warmup, window, &mut edges);
+    let secs = outcome.window.as_secs_f64();
+    let m = &mut r.metrics;
+    m.insert("clients".into(), clients as f64);
+    m.insert(
+        "clients_served".into(),
+        outcome.per_client.iter().filter(|c| **c > 0).count() as f64,
+    );
+    m.insert("errors".into(), outcome.errors as f64);
+    m.insert("calls_per_s".into(), outcome.calls as f64 / secs);
+    if let Some(p50) = crate::stats::percentile(&outcome.latencies_ns, 0.50) {
+        m.insert("p50_us".into(), p50 as f64 / 1000.0);
+    }
+    if let Some(p99) = crate::stats::percentile(&outcome.latencies_ns, 0.99) {
+        m.insert("p99_us".into(), p99 as f64 / 1000.0);
+    }
+    if call.bytes() > 0 {
+        m.insert(
+            "mb_per_s".into(),
+            (outcome.calls * call.bytes()) as f64 / secs / 1e6,
+        );
+        m.insert("upload_bytes".into(), call.bytes() as f64);
+    }
+    if outcome.calls > 0 {
+        if let Some(cpu) = edges.proxy_cpu_s {
+            m.insert(
+                "proxy_cpu_us_per_call".into(),
+                cpu * 1e6 / outcome.calls as f64,
+            );
+        }
+        if let Some(cpu) = edges.backend_cpu_s {
+            m.insert(
+                "backend_cpu_us_per_call".into(),
+                cpu * 1e6 / outcome.calls as f64,
+            );
+        }
+    }
+    if let Some(cpu) = edges.proxy_cpu_s {
+        m.insert("proxy_cpu_util".into(), cpu / secs);
+    }
+    if let Some(rss) = d.proxy_pid().and_then(|p| rss_bytes(p).ok()) {
+        m.insert("proxy_rss_mib".into(), rss as f64 / (1024.0 * 1024.0));
+    }
+    if let Some(a) = edges.accepted {
+        m.insert("backend_conns_accepted".into(), a);
+    }
+    if let Some(storm) = &edges.storm_outcome {
+        m.insert("probes_per_s".into(), storm.rate());
+        m.insert("probes_sent".into(), storm.total() as f64);
+        m.insert("probes_missed".into(), storm.missed as f64);
+        m.insert("probes_connect_failed".into(), storm.connect_failed as f64);
+        m.insert("http_probe_ok".into(), storm.http_ok as f64);
+    }
+    if let Some(e) = outcome.first_error {
+        r.notes.push(format!("first error: {e}"));
+    }
+    r
+}
+
+pub fn idle_rep(workload: &str, d: &Deployment, options: &Options, rep: u32) -> Record {
+    let mut r = new_record(workload, Shape::Idle, d, rep);
+    let accepted_before = d.backend_accepted();
+    let rss_before = d.proxy_pid().and_then(|p| rss_bytes(p).ok());
+    let held = idle::open(d.addr, options.idle_clients);
+    thread::sleep(IDLE_SETTLE);
+    let rss_after = d.proxy_pid().and_then(|p| rss_bytes(p).ok());
+    let accepted_after = d.backend_accepted();
+    let ping = idle::ping_once(d.addr);
+    let m = &mut r.metrics;
+    m.insert("idle_held".into(), held.count() as f64);
+    m.insert("idle_failed".into(), held.failed as f64);
+    m.insert("idle_open_s".into(), held.open_time.as_secs_f64());
+    if let Some(rss) = rss_after {
+        m.insert("proxy_rss_mib".into(), rss as f64 / (1024.0 * 1024.0));
+        if let (Some(before), true) = (rss_before, held.count() > 0) {
+            m.insert(
+                "proxy_kib_per_conn".into(),
+                (rss as f64 - before as f64) / 1024.0 / held.count() as f64,
+            );
+        }
+    }
+    if let (Some(a), Some(b)) = (accepted_before, accepted_after) {
+        m.insert("backend_conns_accepted".into(), b - a);
+    }
+    match ping {
+        Ok(t) => {
+            m.insert("ping_while_held_ms".into(), t.as_secs_f64() * 1000.0);
+        }
+        Err(e) => r.notes.push(format!("ping while held failed: {e}")),
+    }
+    held.close();
+    if matches!(d.target, Target::HaproxyTcp | Target::HaproxyInspect) {
+        let maxconn = haproxy::maxconn_for(crate::machine::nofile_limit());
+        if (maxconn as usize) <= options.idle_clients {
+            r.notes.push(format!(
+                "HAProxy's maxconn is {maxconn} here (2 descriptors per connection under RLIMIT_NOFILE {}): clients past it wait in its accept queue",
+                crate::machine::nofile_limit()
+            ));
+        }
+    }
+    thread::sleep(COOL_DOWN);
+    r
+}
+
+pub fn incident_rep(
+    workload: &str,
+    deployments: &[Deployment],
+    options: &Options,
+    rep: u32,
+) -> Vec<Record> {
+    let length = options.incident_window();
+    let before: Vec<Option<f64>> = deployments
+        .iter()
+        .map(Deployment::backend_accepted)
+        .collect();
+    let addrs: Vec<SocketAddr> = deployments.iter().map(|d| d.addr).collect();
+    // Independent targets with their own backends: replayed at once, since
+    // what is measured is pass or fail, not speed.
+    let replays: Vec<incident::Replay> = thread::scope(|s| {
+        let handles: Vec<_> = addrs
+            .iter()
+            .map(|a| s.spawn(move || incident::replay(*a, length)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    deployments
+        .iter()
+        .zip(replays)
+        .zip(before)
+        .map(|((d, replay), before)| {
+            let mut r = new_record(workload, Shape::Incident, d, rep);
+            let m = &mut r.metrics;
+            m.insert("pings".into(), replay.pings as f64);
+            m.insert("pings_passed".into(), replay.passed as f64);
+            m.insert("silent_held".into(), replay.silent_held as f64);
+            m.insert("rst_probes".into(), replay.rst_probes as f64);
+            if let (Some(a), Some(b)) = (before, d.backend_accepted()) {
+                m.insert("backend_conns_accepted".into(), b - a);
+            }
+            if let Some(f) = replay.first_failure {
+                r.notes.push(format!("first failed ping: {f}"));
+            }
+            r
+        })
+        .collect()
+}
