@@ -256,7 +256,13 @@ async fn forward_call(
             )
         }
     };
+    // A call that died after it was written is retried once, and only for
+    // `forwarding.retry_methods`. One that never reached a backend (connect
+    // refused, fresh connection dead at write) is always safe to send
+    // elsewhere: up to once per backend, so a dead backend that is still
+    // marked up is stepped over.
     let mut retried = false;
+    let mut undelivered = 0;
     loop {
         let slot = match upstream.acquire().await {
             Ok(slot) => slot,
@@ -311,9 +317,14 @@ async fn forward_call(
             }
             Err(e) => {
                 upstream.report_failure(index, &e.to_string());
-                if !retried && (!e.delivered() || retryable) {
-                    tracing::debug!(backend = %backend.label, method = %header.name, error = %e, "retrying call once");
-                    retried = true;
+                let again = if e.delivered() {
+                    retryable && !std::mem::replace(&mut retried, true)
+                } else {
+                    undelivered += 1;
+                    undelivered <= upstream.backends.len()
+                };
+                if again {
+                    tracing::debug!(backend = %backend.label, method = %header.name, error = %e, "retrying call");
                     continue;
                 }
                 return fail("error", format!("backend connection failed: {e}"));

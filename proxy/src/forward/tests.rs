@@ -300,3 +300,31 @@ async fn connection_mode_relays_and_closes_idle_connections() {
     .await;
     assert_eq!(up.scheduler.in_use(0), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_never_reached_a_dead_backend_goes_to_another() {
+    // Ports nobody listens on (bound, then closed).
+    let dead: Vec<_> = (0..2)
+        .map(|_| {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap()
+        })
+        .collect();
+    let backend = Responder::start(FB).await;
+    // No retry_methods: only undelivered calls may be sent again. Two dead
+    // backends ahead of the live one in round-robin order.
+    let cfg = config(
+        &[(dead[0], 2, FB), (dead[1], 2, FB), (backend.addr, 2, FB)],
+        "[forwarding]\nretry_methods = []\n[health]\nfall = 100\n",
+    );
+    let (up, addr) = proxy(&cfg, FB).await;
+    blocking(move || {
+        let mut c = client(addr, FB);
+        for _ in 0..4 {
+            assert_eq!(c.ping().expect("served by the live backend"), "pong");
+        }
+    })
+    .await;
+    assert_eq!(backend.calls().len(), 4);
+    assert_eq!(requests(&up, "ping", "reply"), 4);
+}
