@@ -17,10 +17,13 @@ const COLORS: [RGBColor; 4] = [
     RGBColor(50, 110, 200),  // probegate
 ];
 
-/// One group of bars: a label and, per target, a bar (median, min, max).
+/// One bar: target index, median, min, max, and the text shown above it.
+type Bar = (usize, f64, f64, f64, String);
+
+/// One group of bars: a label and a bar per target that was measured.
 struct Group {
     label: String,
-    bars: Vec<(usize, f64, f64, f64)>,
+    bars: Vec<Bar>,
 }
 
 fn find<'a>(summaries: &'a [Summary], workload: &str, target: Target) -> Option<&'a Summary> {
@@ -65,7 +68,8 @@ fn relative_groups(summaries: &[Summary]) -> Vec<Group> {
                 .enumerate()
                 .filter_map(|(i, t)| {
                     let s: &Spread = find(summaries, &w, *t)?.metrics.get(key)?;
-                    Some((i, s.median / base, s.min / base, s.max / base))
+                    let r = s.median / base;
+                    Some((i, r, s.min / base, s.max / base, format!("{r:.2}")))
                 })
                 .collect();
             Some(Group { label: w, bars })
@@ -73,16 +77,26 @@ fn relative_groups(summaries: &[Summary]) -> Vec<Group> {
         .collect()
 }
 
-fn metric_groups(summaries: &[Summary], shapes: &[Shape], key: &str, scale: f64) -> Vec<Group> {
+fn metric_groups(
+    summaries: &[Summary],
+    shapes: &[Shape],
+    only: fn(&str) -> bool,
+    key: &str,
+    scale: impl Fn(&Summary) -> f64,
+) -> Vec<Group> {
     workloads(summaries, shapes)
         .into_iter()
+        .filter(|w| only(w))
         .map(|w| {
             let bars = Target::ALL
                 .iter()
                 .enumerate()
                 .filter_map(|(i, t)| {
-                    let s = find(summaries, &w, *t)?.metrics.get(key)?;
-                    Some((i, s.median * scale, s.min * scale, s.max * scale))
+                    let summary = find(summaries, &w, *t)?;
+                    let k = scale(summary);
+                    let s = summary.metrics.get(key)?;
+                    let v = s.median * k;
+                    Some((i, v, s.min * k, s.max * k, crate::report::fmt_num(v)))
                 })
                 .collect();
             Group { label: w, bars }
@@ -103,7 +117,13 @@ fn incident_groups(summaries: &[Summary]) -> Vec<Group> {
                     let pings = s.metrics.get("pings")?.median;
                     let passed = s.metrics.get("pings_passed")?;
                     let pct = |x: f64| if pings > 0.0 { 100.0 * x / pings } else { 0.0 };
-                    Some((i, pct(passed.median), pct(passed.min), pct(passed.max)))
+                    Some((
+                        i,
+                        pct(passed.median),
+                        pct(passed.min),
+                        pct(passed.max),
+                        format!("{:.0}/{pings:.0}", passed.median),
+                    ))
                 })
                 .collect();
             Group {
@@ -125,7 +145,8 @@ fn panel<DB: DrawingBackend>(
         .flat_map(|g| g.bars.iter().map(|b| b.3.max(b.1)))
         .fold(0.0f64, f64::max)
         .max(1e-9)
-        * 1.15;
+        // Headroom for the value labels and the legend.
+        * 1.45;
     let n = groups.len().max(1);
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 18))
@@ -152,13 +173,21 @@ fn panel<DB: DrawingBackend>(
         .map_err(|e| e.to_string())?;
     let width = 0.8 / Target::ALL.len() as f64;
     for (g, group) in groups.iter().enumerate() {
-        for &(t, median, min, max) in &group.bars {
+        for (t, median, min, max, text) in &group.bars {
+            let (t, median, min, max) = (*t, *median, *min, *max);
             let x0 = g as f64 + 0.1 + t as f64 * width;
             let color = COLORS[t];
             chart
                 .draw_series(std::iter::once(Rectangle::new(
                     [(x0, 0.0), (x0 + width * 0.9, median)],
                     color.filled(),
+                )))
+                .map_err(|e| e.to_string())?;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    text.clone(),
+                    (x0, max.max(median) + top * 0.02),
+                    ("sans-serif", 11),
                 )))
                 .map_err(|e| e.to_string())?;
             if max > min {
@@ -193,7 +222,7 @@ fn panel<DB: DrawingBackend>(
 
 /// Draws the chart to `path` (SVG).
 pub fn draw(path: &Path, summaries: &[Summary], subtitle: &str) -> Result<(), String> {
-    let root = SVGBackend::new(path, (1100, 1000)).into_drawing_area();
+    let root = SVGBackend::new(path, (1100, 1300)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let root = root
         .titled(
@@ -201,7 +230,7 @@ pub fn draw(path: &Path, summaries: &[Summary], subtitle: &str) -> Result<(), St
             ("sans-serif", 20),
         )
         .map_err(|e| e.to_string())?;
-    let areas = root.split_evenly((3, 1));
+    let areas = root.split_evenly((4, 1));
     panel(
         &areas[0],
         "throughput relative to direct (calls/s; MB/s for uploads), median and range",
@@ -210,17 +239,35 @@ pub fn draw(path: &Path, summaries: &[Summary], subtitle: &str) -> Result<(), St
     )?;
     panel(
         &areas[1],
-        "proxy CPU time per call (utime+stime from /proc), lower is better",
+        "proxy CPU time per call, ping workloads (utime+stime from /proc), lower is better",
         "µs per call",
         &metric_groups(
             summaries,
             &[Shape::Calls, Shape::Storm],
+            |w| !w.starts_with("upload"),
             "proxy_cpu_us_per_call",
-            1.0,
+            |_| 1.0,
         ),
     )?;
     panel(
         &areas[2],
+        "proxy CPU time per MB uploaded, lower is better",
+        "µs per MB",
+        &metric_groups(
+            summaries,
+            &[Shape::Calls],
+            |w| w.starts_with("upload"),
+            "proxy_cpu_us_per_call",
+            |s| {
+                s.metrics
+                    .get("upload_bytes")
+                    .map(|b| 1e6 / b.median.max(1.0))
+                    .unwrap_or(0.0)
+            },
+        ),
+    )?;
+    panel(
+        &areas[3],
         "incident replay: 10 silent connections + RST probes, 10-worker backend without read timeout",
         "% of real pings passed",
         &incident_groups(summaries),

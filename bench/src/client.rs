@@ -88,9 +88,31 @@ impl Conn {
 /// transport error says only "transport error".
 pub fn describe(e: &thrift::Error) -> String {
     match e {
+        // A socket read timeout surfaces as EAGAIN wrapped in `Unknown`.
+        thrift::Error::Transport(t) if t.message.contains("os error 11") => {
+            "no reply within the socket timeout".to_string()
+        }
         thrift::Error::Transport(t) => format!("transport {:?}: {}", t.kind, t.message),
         thrift::Error::Protocol(p) => format!("protocol {:?}: {}", p.kind, p.message),
         thrift::Error::Application(a) => format!("application {:?}: {}", a.kind, a.message),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use thrift::{TransportError, TransportErrorKind};
+
+    #[test]
+    fn timeouts_are_named() {
+        let e = thrift::Error::Transport(TransportError::new(
+            TransportErrorKind::Unknown,
+            "Resource temporarily unavailable (os error 11)",
+        ));
+        assert_eq!(describe(&e), "no reply within the socket timeout");
+        let e =
+            thrift::Error::Transport(TransportError::new(TransportErrorKind::EndOfFile, "closed"));
+        assert_eq!(describe(&e), "transport EndOfFile: closed");
     }
 }

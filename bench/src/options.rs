@@ -55,7 +55,8 @@ pub struct Options {
     pub command: Option<Command>,
 }
 
-/// Internal roles of this binary, started by the bench itself.
+/// Other roles of this binary: the responder (started by the bench itself)
+/// and re-reporting a finished run.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// The minimal Thrift backend: `workers` threads, one connection each.
@@ -63,6 +64,14 @@ pub enum Command {
         /// Worker threads, each serving one connection at a time.
         #[arg(long, default_value_t = 64)]
         workers: usize,
+    },
+    /// Print the tables and redraw the chart from a results.jsonl.
+    Report {
+        /// The JSON lines written by a run.
+        jsonl: PathBuf,
+        /// Where to draw the chart (default: beside the JSON lines).
+        #[arg(long)]
+        svg: Option<PathBuf>,
     },
 }
 

@@ -7,13 +7,13 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::deploy::Target;
 use crate::stats::Spread;
 
 /// The shape of a workload decides which columns its table has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Shape {
     /// Closed-loop calls: throughput, latency, CPU per call.
@@ -27,7 +27,7 @@ pub enum Shape {
 }
 
 /// One measurement window.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
     pub workload: String,
     pub shape: Shape,
@@ -35,7 +35,7 @@ pub struct Record {
     pub rep: u32,
     pub metrics: BTreeMap<String, f64>,
     /// Anything that explains a failed or partial measurement.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
 }
 
@@ -288,6 +288,22 @@ pub fn table(workload: &str, description: &str, summaries: &[&Summary]) -> Strin
     out
 }
 
+/// Reads back the run header and the records of a `results.jsonl`.
+pub fn read_jsonl(path: &Path) -> std::io::Result<(serde_json::Value, Vec<Record>)> {
+    let text = std::fs::read_to_string(path)?;
+    let mut run = serde_json::Value::Null;
+    let mut records = Vec::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        match v["kind"].as_str() {
+            Some("run") => run = v["run"].clone(),
+            Some("rep") => records.push(serde_json::from_value(v)?),
+            _ => {}
+        }
+    }
+    Ok((run, records))
+}
+
 /// Writes the run header, every record and every summary as JSON lines.
 pub fn write_jsonl(
     path: &Path,
@@ -355,6 +371,23 @@ mod tests {
         let t = table("ping-1", "one connection", &s.iter().collect::<Vec<_>>());
         assert!(t.contains("80.0 [60.0–100]"), "{t}");
         assert!(!t.contains("MB/s"), "empty columns are dropped: {t}");
+    }
+
+    #[test]
+    fn jsonl_round_trips() {
+        let records = vec![
+            rec("direct", 0, 100.0, None),
+            rec("probegate", 0, 90.0, Some(9.0)),
+        ];
+        let path = std::env::temp_dir().join(format!("bench-rt-{}.jsonl", std::process::id()));
+        let run = serde_json::json!({"quick": true});
+        write_jsonl(&path, &run, &records, &summarize(&records)).expect("write");
+        let (run_back, back) = read_jsonl(&path).expect("read");
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(run_back, run);
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[1].target, "probegate");
+        assert_eq!(back[1].metrics["proxy_cpu_us_per_call"], 9.0);
     }
 
     #[test]

@@ -95,8 +95,10 @@ const WORKLOADS: [Workload; 8] = [
 ];
 
 pub fn main(options: Options) -> Result<()> {
-    if let Some(Role::Responder { workers }) = options.command {
-        return responder::run(workers).context("responder");
+    match &options.command {
+        Some(Role::Responder { workers }) => return responder::run(*workers).context("responder"),
+        Some(Role::Report { jsonl, svg }) => return rereport(jsonl, svg.as_deref()),
+        None => {}
     }
     let root = workspace_root();
     let out = options
@@ -209,22 +211,7 @@ pub fn main(options: Options) -> Result<()> {
     }
 
     let summaries = report::summarize(&records);
-    for w in WORKLOADS.iter() {
-        let rows: Vec<_> = summaries.iter().filter(|s| s.workload == w.name).collect();
-        if !rows.is_empty() {
-            print!("{}", report::table(w.name, w.description, &rows));
-        }
-    }
-    let verdicts = goals::check(&summaries);
-    if !verdicts.is_empty() {
-        println!("\n== the issue's targets, measured in this run");
-        for v in &verdicts {
-            println!("  {v}");
-        }
-    }
-    for s in &skipped {
-        println!("  skipped: {s}");
-    }
+    let verdicts = print_results(&summaries, &skipped);
     let run = serde_json::json!({
         "quick": options.quick,
         "reps": options.reps(),
@@ -257,6 +244,68 @@ pub fn main(options: Options) -> Result<()> {
         svg.display(),
         work_dir.display()
     );
+    Ok(())
+}
+
+/// Prints every workload's table, the goals and the skipped parts; returns
+/// the goal lines.
+fn print_results(summaries: &[report::Summary], skipped: &[String]) -> Vec<String> {
+    for w in WORKLOADS.iter() {
+        let rows: Vec<_> = summaries.iter().filter(|s| s.workload == w.name).collect();
+        if !rows.is_empty() {
+            print!("{}", report::table(w.name, w.description, &rows));
+        }
+    }
+    let verdicts = goals::check(summaries);
+    if !verdicts.is_empty() {
+        println!("\n== the issue's targets, measured in this run");
+        for v in &verdicts {
+            println!("  {v}");
+        }
+    }
+    for s in skipped {
+        println!("  skipped: {s}");
+    }
+    verdicts
+}
+
+/// `probegate-bench report results.jsonl`: the tables and the chart again,
+/// from a finished run.
+fn rereport(jsonl: &Path, svg: Option<&Path>) -> Result<()> {
+    let (run, records) =
+        report::read_jsonl(jsonl).with_context(|| format!("reading {}", jsonl.display()))?;
+    if let Some(notes) = run["notes"].as_array() {
+        for n in notes.iter().filter_map(|n| n.as_str()) {
+            println!("  {n}");
+        }
+    }
+    let skipped: Vec<String> = run["skipped"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let summaries = report::summarize(&records);
+    print_results(&summaries, &skipped);
+    let svg = svg
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| jsonl.with_extension("svg"));
+    let subtitle = format!(
+        "{} run, {} rep(s) x {} s, git {}",
+        if run["quick"].as_bool().unwrap_or(false) {
+            "quick"
+        } else {
+            "full"
+        },
+        run["reps"].as_u64().unwrap_or(0),
+        run["window_s"].as_f64().unwrap_or(0.0),
+        run["git"].as_str().unwrap_or("unknown")
+    );
+    chart::draw(&svg, &summaries, &subtitle)
+        .map_err(|e| anyhow::anyhow!("drawing {}: {e}", svg.display()))?;
+    println!("\nchart: {}", svg.display());
     Ok(())
 }
 
