@@ -65,6 +65,21 @@ pub enum Command {
         #[arg(long, default_value_t = 64)]
         workers: usize,
     },
+    /// Drive closed-loop load at an already running server (for profiling a
+    /// proxy under valgrind, say) and print what it measured.
+    Load {
+        /// The Thrift address to call (framed, binary).
+        addr: std::net::SocketAddr,
+        /// Client connections.
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// Seconds of measurement.
+        #[arg(long, default_value_t = 10.0)]
+        secs: f64,
+        /// Upload a PNG of this many bytes instead of calling ping.
+        #[arg(long)]
+        upload: Option<usize>,
+    },
     /// Print the tables and redraw the chart from a results.jsonl.
     Report {
         /// The JSON lines written by a run.

@@ -3,6 +3,7 @@
 //! with the targets interleaved (rotating who goes first, so drifts hit all
 //! alike), stop them, and finally print, write and draw the results.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::AtomicU32;
@@ -98,6 +99,12 @@ pub fn main(options: Options) -> Result<()> {
     match &options.command {
         Some(Role::Responder { workers }) => return responder::run(*workers).context("responder"),
         Some(Role::Report { jsonl, svg }) => return rereport(jsonl, svg.as_deref()),
+        Some(Role::Load {
+            addr,
+            clients,
+            secs,
+            upload,
+        }) => return external_load(*addr, *clients, *secs, *upload),
         None => {}
     }
     let root = workspace_root();
@@ -243,6 +250,40 @@ pub fn main(options: Options) -> Result<()> {
         jsonl.display(),
         svg.display(),
         work_dir.display()
+    );
+    Ok(())
+}
+
+/// `probegate-bench load ADDR`: closed-loop calls at a server the bench did
+/// not start; no CPU sampling (the caller knows its process).
+fn external_load(addr: SocketAddr, clients: usize, secs: f64, upload: Option<usize>) -> Result<()> {
+    struct NoHooks;
+    impl crate::load::Window for NoHooks {
+        fn opened(&mut self) {}
+        fn closed(&mut self) {}
+    }
+    let call = match upload {
+        Some(size) => Call::Upload(Arc::new(payload::png_of_size(size)?)),
+        None => Call::Ping,
+    };
+    let window = std::time::Duration::from_secs_f64(secs.clamp(0.1, 3600.0));
+    let warmup = std::time::Duration::from_millis(300);
+    let outcome = crate::load::run(addr, clients, &call, warmup, window, &mut NoHooks);
+    let s = outcome.window.as_secs_f64();
+    let pct = |q| crate::stats::percentile(&outcome.latencies_ns, q).map(|ns| ns as f64 / 1000.0);
+    println!(
+        "{addr}: {} calls in {s:.2} s = {:.0} calls/s, p50 {:.1} µs, p99 {:.1} µs, {} errors, {}/{} clients served{}",
+        outcome.calls,
+        outcome.calls as f64 / s,
+        pct(0.5).unwrap_or(f64::NAN),
+        pct(0.99).unwrap_or(f64::NAN),
+        outcome.errors,
+        outcome.per_client.iter().filter(|c| **c > 0).count(),
+        clients,
+        outcome
+            .first_error
+            .map(|e| format!("; first error: {e}"))
+            .unwrap_or_default()
     );
     Ok(())
 }
