@@ -298,6 +298,10 @@ pub fn probegate_config(backend: SocketAddr, kind: Backend) -> String {
     let _ = writeln!(c, "max_client_connections = 30000");
     let _ = writeln!(c, "[forwarding]");
     let _ = writeln!(c, "mode = \"request\"");
+    // No load balancer to drain from: stop at once between workloads.
+    let _ = writeln!(c, "[shutdown]");
+    let _ = writeln!(c, "drain_grace = \"0s\"");
+    let _ = writeln!(c, "timeout = \"2s\"");
     c
 }
 

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
+use std::thread;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result};
@@ -212,9 +213,12 @@ pub fn main(options: Options) -> Result<()> {
                 Err(e) => skipped.push(format!("{}: failed: {e:#}", workload.name)),
             }
         }
-        for d in deployments {
-            d.stop();
-        }
+        // Stopped in parallel: each waits for its processes to exit.
+        thread::scope(|s| {
+            for d in deployments {
+                s.spawn(move || d.stop());
+            }
+        });
     }
 
     let summaries = report::summarize(&records);
