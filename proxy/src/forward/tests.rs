@@ -328,3 +328,18 @@ async fn a_call_that_never_reached_a_dead_backend_goes_to_another() {
     assert_eq!(backend.calls().len(), 4);
     assert_eq!(requests(&up, "ping", "reply"), 4);
 }
+
+/// An idle client costs its task's state plus an empty buffer: the state
+/// must stay a few KiB (10,000 idle clients must fit in tens of MiB).
+#[tokio::test]
+async fn a_client_task_is_small() {
+    let backend = Responder::start(FB).await;
+    let up = Upstream::new(&config(&[(backend.addr, 2, FB)], ""), &Registry::new()).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stream = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let task = serve_thrift(stream, BytesMut::new(), FB, up, CancellationToken::new());
+    let size = std::mem::size_of_val(&task);
+    assert!(size <= 4096, "serve_thrift future is {size} bytes");
+}
