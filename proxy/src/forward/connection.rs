@@ -120,6 +120,7 @@ pub async fn serve(
         idle,
         metrics.with_label_values(&[CLIENT_TO_BACKEND]),
         metrics.with_label_values(&[BACKEND_TO_CLIENT]),
+        Some((Arc::clone(&upstream), index)),
     )
     .await;
     drop(slot);
@@ -139,13 +140,16 @@ async fn answer(
 }
 
 /// Copies bytes both ways until both directions end, or nothing moved in
-/// either direction for `idle`.
+/// either direction for `idle`. Bytes from the backend are noted on
+/// `backend` as signs of life, so that a health check finding every slot
+/// held by relays counts a backend that is answering as busy, not down.
 pub async fn relay(
     client: TcpStream,
     server: TcpStream,
     idle: Duration,
     to_backend: IntCounter,
     to_client: IntCounter,
+    backend: Option<(Arc<Upstream>, usize)>,
 ) {
     let start = Instant::now();
     let activity = Arc::new(AtomicU64::new(0));
@@ -154,12 +158,14 @@ pub async fn relay(
         start,
         activity: Arc::clone(&activity),
         counter: to_backend,
+        backend: None,
     };
     let mut server = Tracked {
         inner: server,
         start,
         activity: Arc::clone(&activity),
         counter: to_client,
+        backend,
     };
     let watchdog = async {
         loop {
@@ -190,6 +196,8 @@ struct Tracked {
     start: Instant,
     activity: Arc<AtomicU64>,
     counter: IntCounter,
+    /// The backend this stream reads from, if it is one.
+    backend: Option<(Arc<Upstream>, usize)>,
 }
 
 impl AsyncRead for Tracked {
@@ -205,6 +213,9 @@ impl AsyncRead for Tracked {
             self.counter.inc_by(n as u64);
             let now = self.start.elapsed().as_millis() as u64;
             self.activity.store(now, Ordering::Relaxed);
+            if let Some((upstream, index)) = &self.backend {
+                upstream.backends[*index].note_reply();
+            }
         }
         poll
     }

@@ -283,6 +283,10 @@ async fn connection_mode_relays_and_closes_idle_connections() {
     assert!(
         matches!(delimit(FB, &buf[..n], 1 << 20), Ok(Delimit::Complete { header, .. }) if header.seqid == 5)
     );
+    assert!(
+        up.backends[0].replied_within(Duration::from_secs(60)),
+        "relayed replies count as signs of life for busy health checks"
+    );
 
     // The relay holds the only slot: a second connection is refused in time.
     let message =
