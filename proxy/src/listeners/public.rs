@@ -1,1 +1,293 @@
-//! (being written)
+//! The public listener: every connection the load balancer sends us.
+//!
+//! The accept loop does nothing slow: it enforces `limits.max_client_connections`
+//! and spawns one task per connection, instrumented with the peer address.
+//! Each task then walks the data path in order (DESIGN.md): PROXY header,
+//! source class, per-source limit, detection, and finally one of probe /
+//! HTTP health / Thrift forwarding / reject. With `health.tcp_follows_backend`
+//! the listening socket itself follows the backends: closed while none is up
+//! (so a plain TCP check is refused, not left to the kernel's backlog), bound
+//! again when one is.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::classify::{Classifier, Source};
+use crate::config::Config;
+use crate::detect::{detect, Detected};
+use crate::forward::serve_thrift;
+use crate::metrics::{Class, EdgeMetrics, Ending, OTHER_SOURCE};
+use crate::protocols::http_health::{serve_http, HealthAnswers};
+use crate::protocols::proxy_header::{read_proxy_header, Proxied};
+use crate::shutdown::Lifecycle;
+use crate::upstream::Upstream;
+
+/// What every connection task shares.
+#[derive(Clone)]
+pub struct Edge {
+    pub config: Arc<Config>,
+    pub classifier: Arc<Classifier>,
+    pub upstream: Arc<Upstream>,
+    pub metrics: EdgeMetrics,
+    pub lifecycle: Lifecycle,
+    pub health: HealthAnswers,
+    pub per_source: PerSource,
+}
+
+/// Open connections per client address (`limits.max_connections_per_source`).
+#[derive(Clone, Default)]
+pub struct PerSource {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// Holds one place in a source's count until dropped.
+pub struct SourceGuard {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    addr: IpAddr,
+}
+
+impl PerSource {
+    /// Counts one more connection from `addr`, or `None` when it already has `max`.
+    pub fn enter(&self, addr: IpAddr, max: usize) -> Option<SourceGuard> {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let count = counts.entry(addr).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(SourceGuard {
+            counts: Arc::clone(&self.counts),
+            addr,
+        })
+    }
+}
+
+impl Drop for SourceGuard {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = counts.get_mut(&self.addr) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.addr);
+            }
+        }
+    }
+}
+
+/// Accepts public connections until `edge.lifecycle.stop` fires. Connection
+/// tasks are spawned on `tracker` so that shutdown can wait for them.
+pub async fn accept_loop(listener: TcpListener, edge: Edge, tracker: TaskTracker) {
+    let local = match listener.local_addr() {
+        Ok(addr) => addr,
+        Err(e) => {
+            warn!(error = %e, "public listener has no local address");
+            return;
+        }
+    };
+    let permits = Arc::new(Semaphore::new(edge.config.limits.max_client_connections));
+    let follow = edge.config.health.tcp_follows_backend;
+    let mut serving = edge.upstream.serving();
+    let stop = edge.lifecycle.stop.clone();
+    let mut listener = Some(listener);
+    loop {
+        if follow && !*serving.borrow_and_update() {
+            if listener.take().is_some() {
+                info!(address = %local, "no backend is up: closed the public port so TCP checks fail");
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                changed = serving.changed() => if changed.is_err() { return },
+            }
+            continue;
+        }
+        let current = match &listener {
+            Some(l) => l,
+            None => match rebind(local).await {
+                Ok(l) => {
+                    info!(address = %local, "a backend is up: public port open again");
+                    listener.insert(l)
+                }
+                Err(e) => {
+                    warn!(address = %local, error = %e, "cannot re-bind the public port; retrying");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    }
+                    continue;
+                }
+            },
+        };
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = serving.changed(), if follow => {
+                if changed.is_err() { return }
+                continue;
+            }
+            accepted = current.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            edge.metrics.rejected("max_client_connections");
+            debug!(%peer, "refused: limits.max_client_connections reached");
+            refuse(stream);
+            continue;
+        };
+        let edge = edge.clone();
+        let span = info_span!("conn", client.addr = %peer, class = tracing::field::Empty);
+        tracker.spawn(
+            async move {
+                handle(stream, peer, edge).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn rebind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Closes with a reset so the peer learns at once, without a FIN handshake.
+fn refuse(stream: TcpStream) {
+    let _ = stream.set_zero_linger();
+    drop(stream);
+}
+
+/// One public connection, from PROXY header to its end.
+async fn handle(mut stream: TcpStream, peer: SocketAddr, edge: Edge) {
+    let config = &edge.config;
+    let mut buf = BytesMut::new();
+    let mut client = peer;
+    if config.listen.proxy_protocol {
+        match read_proxy_header(&mut stream, &mut buf, config.timeouts.proxy_header.get()).await {
+            Ok(Proxied::Client(addr)) => client = addr,
+            Ok(Proxied::Unknown) => {}
+            Ok(Proxied::Local) => {
+                let source = match edge.classifier.classify(peer.ip()) {
+                    Source::Probe(name) => name,
+                    _ => OTHER_SOURCE.to_string(),
+                };
+                tracing::Span::current().record("class", "probe");
+                debug!(source, "PROXY v2 LOCAL health check");
+                edge.metrics.probe(&source, Ending::Local);
+                return;
+            }
+            Err(e) => {
+                debug!(error = %e, "closing: bad PROXY header");
+                edge.metrics.rejected("proxy_header");
+                return;
+            }
+        }
+    }
+    let source = edge.classifier.classify(client.ip());
+    if source == Source::Denied {
+        tracing::Span::current().record("class", "denied");
+        debug!(client = %client, "denied by clients.allow/deny");
+        edge.metrics.classified(Class::Denied);
+        return;
+    }
+    let Some(_source_guard) = edge
+        .per_source
+        .enter(client.ip(), config.limits.max_connections_per_source)
+    else {
+        debug!(client = %client, "closing: limits.max_connections_per_source reached");
+        edge.metrics.rejected("per_source_limit");
+        refuse(stream);
+        return;
+    };
+    let detected = detect(
+        &mut stream,
+        &mut buf,
+        config.timeouts.first_byte.get(),
+        config.limits.max_frame_bytes,
+    )
+    .await;
+    let probe_source = match &source {
+        Source::Probe(name) => Some(name.clone()),
+        _ => None,
+    };
+    let span = tracing::Span::current();
+    match (detected, probe_source) {
+        (Detected::Probe(ending), source) => {
+            span.record("class", "probe");
+            let source = source.unwrap_or_else(|| OTHER_SOURCE.to_string());
+            debug!(source, ending = ending.label(), "probe");
+            edge.metrics.probe(&source, ending);
+        }
+        (Detected::Http, source) => {
+            let class = if source.is_some() {
+                Class::Probe
+            } else {
+                Class::Http
+            };
+            span.record("class", class.label());
+            edge.metrics.classified(class);
+            let _active = edge.metrics.active(class);
+            let source = source.unwrap_or_else(|| OTHER_SOURCE.to_string());
+            serve_http(stream, buf, source, edge.health.clone()).await;
+        }
+        (Detected::Thrift { .. } | Detected::Reject(_), Some(source)) => {
+            // Whatever a health checker sends, it never reaches a backend.
+            span.record("class", "probe");
+            debug!(source, "probe source sent data; closed");
+            edge.metrics.probe(&source, Ending::Data);
+        }
+        (Detected::Thrift { flavor, header }, None) => {
+            span.record("class", "thrift");
+            debug!(%flavor, method = %header.name, "thrift client");
+            edge.metrics.classified(Class::Thrift);
+            let _active = edge.metrics.active(Class::Thrift);
+            serve_thrift(
+                stream,
+                buf,
+                flavor,
+                Arc::clone(&edge.upstream),
+                edge.lifecycle.stop.clone(),
+            )
+            .await;
+        }
+        (Detected::Reject(reason), None) => {
+            span.record("class", "rejected");
+            debug!(reason, "closing: not a protocol we serve");
+            edge.metrics.rejected(reason);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_source_counts_enter_and_leave() {
+        let per_source = PerSource::default();
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        let b: IpAddr = "127.0.0.3".parse().unwrap();
+        let first = per_source.enter(a, 2).expect("first");
+        let _second = per_source.enter(a, 2).expect("second");
+        assert!(
+            per_source.enter(a, 2).is_none(),
+            "third from the same source"
+        );
+        assert!(per_source.enter(b, 2).is_some(), "another source is served");
+        drop(first);
+        assert!(per_source.enter(a, 2).is_some(), "a place was freed");
+    }
+}

@@ -1,1 +1,151 @@
-//! (being written)
+//! HTTP health answers on the public port.
+//!
+//! Load balancers check health over HTTP too (Aliyun sends `HEAD`, and `GET`
+//! with User-Agent `KeepAliveClient` on TCP listeners). probegate answers
+//! these itself, with the same verdict as `/ready`: 200 when a backend can
+//! serve and we are not draining, 503 otherwise, with a one-line reason for
+//! GET. Nothing else is served here — in particular not `/metrics`, which
+//! lives on the loopback admin port — and a request for any other path is
+//! answered 404 and the connection closed. Keep-alive is honoured while the
+//! peer keeps asking for health, bounded by `timeouts.idle` of silence.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::debug;
+
+use crate::metrics::{EdgeMetrics, Ending};
+use crate::protocols::replay::{Activity, Replay};
+use crate::status::Readiness;
+
+/// What the health answers need to know.
+#[derive(Clone)]
+pub struct HealthAnswers {
+    pub paths: Arc<Vec<String>>,
+    pub readiness: Readiness,
+    pub metrics: EdgeMetrics,
+    pub idle: Duration,
+}
+
+impl HealthAnswers {
+    /// The answer to one request. `source` is the probe source label.
+    pub fn answer(&self, method: &Method, path: &str, source: &str) -> Response<Full<Bytes>> {
+        if !self.paths.iter().any(|p| p == path) {
+            self.metrics
+                .rejected_total
+                .with_label_values(&["http_not_health"])
+                .inc();
+            return respond(
+                StatusCode::NOT_FOUND,
+                method,
+                "not found: only health paths are served here\n",
+                true,
+            );
+        }
+        if method != Method::GET && method != Method::HEAD {
+            return respond(
+                StatusCode::METHOD_NOT_ALLOWED,
+                method,
+                "use GET or HEAD\n",
+                true,
+            );
+        }
+        self.metrics
+            .probes_total
+            .with_label_values(&[source, Ending::Http.label()])
+            .inc();
+        let verdict = self.readiness.verdict();
+        let status = if verdict.is_ready() {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        respond(status, method, &verdict.reason(), false)
+    }
+}
+
+fn respond(status: StatusCode, method: &Method, body: &str, close: bool) -> Response<Full<Bytes>> {
+    let body = if method == Method::HEAD {
+        Bytes::new()
+    } else {
+        Bytes::from(body.to_string())
+    };
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if close {
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// Serves HTTP on a connection whose first bytes (`prefix`) were already
+/// read by detection, until the peer closes, asks for something else, or is
+/// silent for `idle`.
+pub async fn serve_http<S>(stream: S, prefix: BytesMut, source: String, answers: HealthAnswers)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Activity::new();
+    let io = TokioIo::new(Replay::new(prefix, stream, activity.clone()));
+    let idle = answers.idle;
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let response = answers.answer(request.method(), request.uri().path(), &source);
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(idle)
+        .keep_alive(true)
+        .serve_connection(io, service);
+    tokio::pin!(connection);
+    loop {
+        let idle_until = activity.last() + idle;
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    debug!(error = %e, "http health connection ended with an error");
+                }
+                return;
+            }
+            _ = tokio::time::sleep_until(idle_until) => {
+                if activity.last() + idle <= tokio::time::Instant::now() {
+                    debug!(?idle, "closing idle http health connection");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // The answers depend on a live upstream; they are exercised end to end
+    // through the public port in tests/tests/proxy_health.rs and in
+    // `crate::server` tests. Here: the response shapes.
+    use super::*;
+
+    #[test]
+    fn head_has_no_body_and_not_found_closes() {
+        let head = respond(StatusCode::OK, &Method::HEAD, "ok\n", false);
+        assert!(head.headers().get(CONNECTION).is_none());
+        let nf = respond(StatusCode::NOT_FOUND, &Method::GET, "nope\n", true);
+        assert_eq!(
+            nf.headers().get(CONNECTION).map(|v| v.as_bytes()),
+            Some(&b"close"[..])
+        );
+    }
+}

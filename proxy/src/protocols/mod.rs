@@ -2,4 +2,5 @@
 
 pub mod http_health;
 pub mod proxy_header;
+pub mod replay;
 pub mod thrift;

@@ -1,0 +1,143 @@
+//! The `probegate` binary's command line: config errors exit 64 before any
+//! port is bound, `check-config` validates, and a valid config prints the
+//! listening line. (This file also makes `cargo test` build the binary that
+//! the end-to-end tests in `tests/` run.)
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn probegate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_probegate"))
+}
+
+fn write_config(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("probegate-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("probegate.toml");
+    let mut file = std::fs::File::create(&path).expect("create config");
+    file.write_all(text.as_bytes()).expect("write config");
+    path
+}
+
+const BACKEND: &str = "[[backends]]\naddress = \"127.0.0.1:9\"\n";
+
+#[test]
+fn bad_configs_exit_64_naming_key_and_value() {
+    let cases = [
+        (
+            "unknown_key",
+            format!("{BACKEND}[listen]\npublik = \"x\"\n"),
+            vec!["publik"],
+        ),
+        (
+            "bad_duration",
+            format!("{BACKEND}[timeouts]\nidle = \"soon\"\n"),
+            vec!["idle", "soon"],
+        ),
+        (
+            "bad_address",
+            format!("{BACKEND}[listen]\npublic = \"here:there\"\n"),
+            vec!["public", "here:there"],
+        ),
+        (
+            "bad_cidr",
+            format!("{BACKEND}[clients]\ndeny = [\"10.0.0.0/33\"]\n"),
+            vec!["deny", "10.0.0.0/33"],
+        ),
+        (
+            "zero_slots",
+            "[[backends]]\naddress = \"127.0.0.1:9\"\nmax_connections = 0\n".to_string(),
+            vec!["backends[0].max_connections"],
+        ),
+        (
+            "no_backend",
+            "[listen]\npublic = \"127.0.0.1:0\"\n".to_string(),
+            vec!["backends"],
+        ),
+    ];
+    for (name, text, needles) in cases {
+        let path = write_config(name, &text);
+        for args in [
+            vec!["--config".to_string(), path.display().to_string()],
+            vec!["check-config".to_string(), path.display().to_string()],
+        ] {
+            let output = probegate().args(&args).output().expect("runs");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(64), "{name} {args:?}: {stderr}");
+            assert!(
+                output.stdout.is_empty(),
+                "{name}: nothing bound, nothing printed"
+            );
+            for needle in &needles {
+                assert!(
+                    stderr.contains(needle),
+                    "{name}: {stderr:?} should name {needle:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn check_config_accepts_the_shipped_configs() {
+    for file in ["probegate.toml", "probegate.local.toml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../config")
+            .join(file);
+        let output = probegate()
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .expect("runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.starts_with("ok:"), "{file}: {stdout}");
+    }
+}
+
+#[test]
+fn valid_config_prints_the_listening_line_and_stops_on_sigterm() {
+    let path = write_config(
+        "valid",
+        &format!("[listen]\npublic = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{BACKEND}[shutdown]\ndrain_grace = \"0s\"\ntimeout = \"1s\"\n"),
+    );
+    let mut child = probegate()
+        .arg("--config")
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawns");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("reads a line");
+    assert!(
+        line.starts_with("probegate listening public=127.0.0.1:"),
+        "{line:?}"
+    );
+    assert!(line.contains(" admin=127.0.0.1:"), "{line:?}");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert_eq!(status.code(), Some(0), "SIGTERM exits 0");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "probegate did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
