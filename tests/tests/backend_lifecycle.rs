@@ -32,7 +32,6 @@ fn sigterm_and_sigint_exit_zero() {
 /// moment after that, so the handlers must be installed before the line is
 /// printed; a signal in the gap kills the process with the default action.
 #[test]
-#[ignore = "backend installs its signal handlers only after printing the listening line (race); un-ignore once fixed"]
 fn signal_right_after_the_listening_line_exits_zero() {
     for _ in 0..20 {
         let mut backend = Uploader::start(UploaderConfig::new());
