@@ -212,6 +212,9 @@ fn columns(shape: Shape) -> Vec<Column> {
             ("backend conns in window", |s| {
                 metric(s, "backend_conns_accepted")
             }),
+            ("over no-storm", |s| {
+                metric(s, "backend_conns_over_no_storm")
+            }),
             ("HTTP probes 200", |s| metric(s, "http_probe_ok")),
             ("ping calls/s", |s| metric(s, "calls_per_s")),
             ("ping p99 µs", |s| metric(s, "p99_us")),

@@ -436,9 +436,18 @@ fn run_workload(
                         &call,
                         Some(options.probe_rate),
                     );
-                    if let Some(base) = baseline_p99(earlier, d.target) {
+                    if let Some(base) = baseline(earlier, d.target, "p99_us") {
                         if let Some(p99) = r.metrics.get("p99_us").copied() {
                             r.metrics.insert("p99_vs_no_storm".to_string(), p99 / base);
+                        }
+                    }
+                    // The proxy's own new backend connections (pool growth,
+                    // health checks) happen without a storm too; what the
+                    // storm adds is what probes brought to the backend.
+                    if let Some(base) = baseline(earlier, d.target, "backend_conns_accepted") {
+                        if let Some(conns) = r.metrics.get("backend_conns_accepted").copied() {
+                            r.metrics
+                                .insert("backend_conns_over_no_storm".to_string(), conns - base);
                         }
                     }
                     r
@@ -452,12 +461,13 @@ fn run_workload(
     Ok(records)
 }
 
-/// The median p99 of `ping-1` on the same target earlier in this run.
-fn baseline_p99(earlier: &[Record], target: Target) -> Option<f64> {
+/// The median of `key` in `ping-1` on the same target earlier in this run:
+/// the probe storm's no-storm baseline.
+fn baseline(earlier: &[Record], target: Target, key: &str) -> Option<f64> {
     let values: Vec<f64> = earlier
         .iter()
         .filter(|r| r.workload == "ping-1" && r.target == target.name())
-        .filter_map(|r| r.metrics.get("p99_us").copied())
+        .filter_map(|r| r.metrics.get(key).copied())
         .collect();
     crate::stats::Spread::of(&values).map(|s| s.median)
 }
