@@ -111,15 +111,20 @@ pub fn check(s: &[Summary]) -> Vec<String> {
             h - d
         ));
     }
-    if let (Some(p), Some(h)) = (
-        get(s, "upload-1m", pg, "mb_per_s"),
-        best_haproxy(s, "upload-1m", "mb_per_s", true),
-    ) {
-        out.push(format!(
-            "{} upload-1m: probegate {p:.1} MB/s = {:.2}× HAProxy's best {h:.1} MB/s (goal ≥ 1.5×)",
-            verdict(p >= 1.5 * h),
-            p / h
-        ));
+    for (w, what) in [
+        ("upload-1m", "with storage"),
+        ("upload-1m-nostore", "data path alone"),
+    ] {
+        if let (Some(p), Some(h)) = (
+            get(s, w, pg, "mb_per_s"),
+            best_haproxy(s, w, "mb_per_s", true),
+        ) {
+            out.push(format!(
+                "{} {w} ({what}): probegate {p:.1} MB/s = {:.2}× HAProxy's best {h:.1} MB/s (goal ≥ 1.5×)",
+                verdict(p >= 1.5 * h),
+                p / h
+            ));
+        }
     }
     if let Some(conns) = get(s, "probe-storm", pg, "backend_conns_accepted") {
         let over = get(s, "probe-storm", pg, "backend_conns_over_no_storm");

@@ -32,7 +32,7 @@ pub struct Options {
     #[arg(long, value_delimiter = ',')]
     pub targets: Vec<String>,
     /// Only these workloads (comma separated): ping-1, ping-32, ping-32-w10,
-    /// upload-64k, upload-1m, probe-storm, idle-clients, incident.
+    /// upload-64k, upload-1m, upload-1m-nostore, probe-storm, idle-clients, incident.
     #[arg(long, value_delimiter = ',')]
     pub workloads: Vec<String>,
     /// Do not run `cargo build --release -p uploader -p probegate` first.

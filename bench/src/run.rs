@@ -45,7 +45,7 @@ struct Workload {
     kind: Kind,
 }
 
-const WORKLOADS: [Workload; 8] = [
+const WORKLOADS: [Workload; 9] = [
     Workload {
         name: "ping-1",
         description: "ping, 1 connection, closed loop; responder backend, 64 workers",
@@ -75,6 +75,15 @@ const WORKLOADS: [Workload; 8] = [
         description: "upload of a 1 MiB PNG, 4 connections; real uploader (fs storage), 64 workers",
         backend: Backend::Uploader { workers: 64, read_timeout: "60s" },
         kind: Kind::Calls { clients: 4, upload: Some(1024 * 1024) },
+    },
+    Workload {
+        name: "upload-1m-nostore",
+        description: "upload of a 1 MiB PNG, 4 connections; responder backend (no storage), 64 workers: the proxies' data path alone",
+        backend: Backend::Responder { workers: 64 },
+        kind: Kind::Calls {
+            clients: 4,
+            upload: Some(1024 * 1024),
+        },
     },
     Workload {
         name: "probe-storm",
