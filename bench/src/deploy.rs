@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 
@@ -117,7 +118,14 @@ pub struct Deployment {
 }
 
 impl Deployment {
-    pub fn start(env: &Env, target: Target, backend_kind: Backend) -> Result<Deployment> {
+    /// `first_byte` is both probegate's `timeouts.first_byte` and HAProxy's
+    /// inspect delay: how long a silent connection is held.
+    pub fn start(
+        env: &Env,
+        target: Target,
+        backend_kind: Backend,
+        first_byte: Duration,
+    ) -> Result<Deployment> {
         let (backend, thrift, metrics, storage) = start_backend(env, backend_kind)?;
         let proxy = match target {
             Target::Direct => None,
@@ -128,7 +136,7 @@ impl Deployment {
                     haproxy::Mode::Inspect
                 };
                 let name = env.next_name(target.name());
-                match Haproxy::start(env.machine, mode, thrift, &env.work_dir, &name) {
+                match Haproxy::start(env.machine, mode, thrift, &env.work_dir, &name, first_byte) {
                     Ok(h) => Some(Proxy::Haproxy(h)),
                     Err(e) => {
                         backend.stop();
@@ -136,7 +144,7 @@ impl Deployment {
                     }
                 }
             }
-            Target::Probegate => match start_probegate(env, thrift, backend_kind) {
+            Target::Probegate => match start_probegate(env, thrift, backend_kind, first_byte) {
                 Ok(s) => Some(Proxy::Probegate(s)),
                 Err(e) => {
                     backend.stop();
@@ -229,10 +237,15 @@ fn start_backend(env: &Env, kind: Backend) -> Result<Started> {
     }
 }
 
-fn start_probegate(env: &Env, backend: SocketAddr, kind: Backend) -> Result<Server> {
+fn start_probegate(
+    env: &Env,
+    backend: SocketAddr,
+    kind: Backend,
+    first_byte: Duration,
+) -> Result<Server> {
     let name = env.next_name("probegate");
     let config = env.work_dir.join(format!("{name}.toml"));
-    std::fs::write(&config, probegate_config(backend, kind))
+    std::fs::write(&config, probegate_config(backend, kind, first_byte))
         .with_context(|| format!("writing {}", config.display()))?;
     let program = env.bin_dir.join("probegate");
     let mut command = env.machine.server_command(&program);
@@ -273,7 +286,7 @@ pub fn uploader_config(workers: usize, read_timeout: &str, root: &Path) -> Strin
 /// probegate's config: request-level dispatch to one backend with as many
 /// slots as it has workers, the bench's probe range, and limits that let
 /// 10,000 idle clients in. Other keys keep their defaults.
-pub fn probegate_config(backend: SocketAddr, kind: Backend) -> String {
+pub fn probegate_config(backend: SocketAddr, kind: Backend, first_byte: Duration) -> String {
     let mut c = String::new();
     let _ = writeln!(c, "[listen]");
     let _ = writeln!(c, "public = \"127.0.0.1:0\"");
@@ -289,11 +302,7 @@ pub fn probegate_config(backend: SocketAddr, kind: Backend) -> String {
     let _ = writeln!(c, "[probes]");
     let _ = writeln!(c, "sources = [\"{PROBE_RANGE}\"]");
     let _ = writeln!(c, "[timeouts]");
-    let _ = writeln!(
-        c,
-        "first_byte = \"{}ms\"",
-        haproxy::INSPECT_DELAY.as_millis()
-    );
+    let _ = writeln!(c, "first_byte = \"{}ms\"", first_byte.as_millis());
     let _ = writeln!(c, "[limits]");
     let _ = writeln!(c, "max_client_connections = 30000");
     let _ = writeln!(c, "[forwarding]");
@@ -320,7 +329,11 @@ mod tests {
     #[test]
     fn probegate_config_matches_the_backend() {
         let be: SocketAddr = "127.0.0.1:7000".parse().unwrap();
-        let c = probegate_config(be, Backend::Responder { workers: 64 });
+        let c = probegate_config(
+            be,
+            Backend::Responder { workers: 64 },
+            haproxy::INSPECT_DELAY,
+        );
         assert!(c.contains("address = \"127.0.0.1:7000\""));
         assert!(c.contains("max_connections = 64"));
         assert!(c.contains("sources = [\"127.100.0.0/16\"]"));
@@ -331,6 +344,7 @@ mod tests {
                 workers: 10,
                 read_timeout: "60s",
             },
+            haproxy::INSPECT_DELAY,
         );
         assert!(c.contains("read_timeout = \"60s\""));
         let c = probegate_config(
@@ -339,6 +353,7 @@ mod tests {
                 workers: 10,
                 read_timeout: "0s",
             },
+            haproxy::INSPECT_DELAY,
         );
         assert!(!c.contains("read_timeout"), "0s means none: {c}");
     }
@@ -357,7 +372,7 @@ mod tests {
                 read_timeout: "60s",
             },
         ] {
-            let text = probegate_config(be, kind);
+            let text = probegate_config(be, kind, haproxy::INSPECT_DELAY);
             if let Err(e) = probegate::config::Config::parse(&text) {
                 panic!("probegate rejects {text}: {e}");
             }

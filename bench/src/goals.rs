@@ -143,10 +143,19 @@ pub fn check(s: &[Summary]) -> Vec<String> {
     }
     if let Some(rss) = get(s, "idle-clients", pg, "proxy_rss_mib") {
         let held = get(s, "idle-clients", pg, "idle_held").unwrap_or(0.0);
-        out.push(format!(
-            "{} idle clients: probegate RSS {rss:.1} MiB with {held:.0} held (goal ≤ 64 MiB)",
-            verdict(rss <= 64.0)
-        ));
+        let failed = get(s, "idle-clients", pg, "idle_failed").unwrap_or(0.0);
+        let line = if failed > 0.0 {
+            format!(
+                "PARTIAL idle clients: only {held:.0} of {:.0} connections were accepted in time; probegate RSS {rss:.1} MiB with those (goal ≤ 64 MiB at 10,000)",
+                held + failed
+            )
+        } else {
+            format!(
+                "{} idle clients: probegate RSS {rss:.1} MiB with {held:.0} held (goal ≤ 64 MiB)",
+                verdict(rss <= 64.0)
+            )
+        };
+        out.push(line);
     }
     if let Some(conns) = get(s, "idle-clients", pg, "backend_conns_accepted") {
         out.push(format!(

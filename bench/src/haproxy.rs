@@ -76,7 +76,13 @@ pub fn maxconn_for(nofile: u64) -> u64 {
 }
 
 /// The generated configuration.
-pub fn config(mode: Mode, frontend: SocketAddr, backend: SocketAddr, maxconn: u64) -> String {
+pub fn config(
+    mode: Mode,
+    frontend: SocketAddr,
+    backend: SocketAddr,
+    maxconn: u64,
+    inspect_delay: Duration,
+) -> String {
     let mut c = String::new();
     let _ = writeln!(c, "global");
     // As much room for idle clients (and their backend connections) as the
@@ -93,7 +99,7 @@ pub fn config(mode: Mode, frontend: SocketAddr, backend: SocketAddr, maxconn: u6
         let _ = writeln!(
             c,
             "    tcp-request inspect-delay {}ms",
-            INSPECT_DELAY.as_millis()
+            inspect_delay.as_millis()
         );
         let _ = writeln!(c, "    tcp-request content accept if {{ req.len gt 0 }}");
         let _ = writeln!(c, "    tcp-request content reject");
@@ -119,6 +125,7 @@ impl Haproxy {
         backend: SocketAddr,
         dir: &Path,
         name: &str,
+        inspect_delay: Duration,
     ) -> Result<Haproxy, HaproxyError> {
         let log = dir.join(format!("{name}.log"));
         let mut last = String::new();
@@ -138,6 +145,7 @@ impl Haproxy {
                     frontend,
                     backend,
                     maxconn_for(crate::machine::nofile_limit()),
+                    inspect_delay,
                 ),
             )
             .map_err(|source| HaproxyError::Write {
@@ -221,12 +229,12 @@ mod tests {
     fn inspect_config_waits_for_bytes_and_rejects_silence() {
         let fe: SocketAddr = "127.0.0.1:1000".parse().unwrap();
         let be: SocketAddr = "127.0.0.1:2000".parse().unwrap();
-        let tcp = config(Mode::Tcp, fe, be, 9950);
+        let tcp = config(Mode::Tcp, fe, be, 9950, INSPECT_DELAY);
         assert!(tcp.contains("maxconn 9950"));
         assert!(tcp.contains("bind 127.0.0.1:1000"));
         assert!(tcp.contains("server s1 127.0.0.1:2000"));
         assert!(!tcp.contains("inspect-delay"));
-        let inspect = config(Mode::Inspect, fe, be, 9950);
+        let inspect = config(Mode::Inspect, fe, be, 9950, INSPECT_DELAY);
         let accept = inspect
             .find("accept if { req.len gt 0 }")
             .expect("accept rule");
@@ -255,7 +263,11 @@ mod tests {
         for mode in [Mode::Tcp, Mode::Inspect] {
             let path = dir.join("check.cfg");
             let fe: SocketAddr = "127.0.0.1:1".parse().unwrap();
-            std::fs::write(&path, config(mode, fe, fe, maxconn_for(20_000))).expect("write");
+            std::fs::write(
+                &path,
+                config(mode, fe, fe, maxconn_for(20_000), INSPECT_DELAY),
+            )
+            .expect("write");
             let out = Command::new("haproxy")
                 .arg("-c")
                 .arg("-f")

@@ -75,11 +75,11 @@ impl Machine {
         };
 
         notes.push(raise_nofile());
-        if let Some(load) = load_average() {
-            notes.push(if load >= 0.5 {
-                format!("load average {load:.2} at start: other processes are competing for the CPUs, expect noisy numbers")
+        if let Some(busy) = cpu_busy(std::time::Duration::from_millis(500)) {
+            notes.push(if busy >= 0.10 {
+                format!("CPUs {:.0}% busy before the run: other processes are competing for them, expect noisy numbers", busy * 100.0)
             } else {
-                format!("load average {load:.2} at start")
+                format!("CPUs {:.0}% busy before the run (idle machine)", busy * 100.0)
             });
         }
 
@@ -169,14 +169,28 @@ pub fn nofile_limit() -> u64 {
     rlimit::Resource::NOFILE.get().map(|l| l.0).unwrap_or(1024)
 }
 
-/// The 1-minute load average from `/proc/loadavg`.
-fn load_average() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()?
+/// The fraction of all CPUs' time spent busy over `span`, from two
+/// readings of `/proc/stat` (the load average would still show the
+/// previous run's own load).
+fn cpu_busy(span: std::time::Duration) -> Option<f64> {
+    let first = parse_proc_stat(&std::fs::read_to_string("/proc/stat").ok()?)?;
+    std::thread::sleep(span);
+    let second = parse_proc_stat(&std::fs::read_to_string("/proc/stat").ok()?)?;
+    let total = second.0.checked_sub(first.0)?;
+    let idle = second.1.checked_sub(first.1)?;
+    (total > 0).then(|| 1.0 - idle as f64 / total as f64)
+}
+
+/// (total, idle + iowait) jiffies of the `cpu` line of `/proc/stat`.
+pub fn parse_proc_stat(text: &str) -> Option<(u64, u64)> {
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let values: Vec<u64> = line
         .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+        .skip(1)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    let idle = values.get(3)? + values.get(4).copied().unwrap_or(0);
+    Some((values.iter().sum(), idle))
 }
 
 /// `getconf CLK_TCK`, or the Linux default of 100 when it cannot be run.
@@ -189,4 +203,16 @@ pub fn clock_ticks() -> f64 {
         .and_then(|s| s.trim().parse::<f64>().ok())
         .filter(|t| *t > 0.0)
         .unwrap_or(100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_cpu_line() {
+        let text = "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3 4\n";
+        assert_eq!(parse_proc_stat(text), Some((1000, 850)));
+        assert_eq!(parse_proc_stat("intr 1 2\n"), None);
+    }
 }

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::thread;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result};
 
@@ -43,7 +43,16 @@ struct Workload {
     description: &'static str,
     backend: Backend,
     kind: Kind,
+    /// probegate's `first_byte` and HAProxy's inspect delay.
+    first_byte: Duration,
 }
+
+/// probegate's default `timeouts.first_byte`, used as HAProxy's inspect
+/// delay too.
+const FIRST_BYTE: Duration = haproxy::INSPECT_DELAY;
+/// For the idle clients: long enough that connections opened in a burst
+/// (some after a SYN retransmission) are all still held when measured.
+const IDLE_FIRST_BYTE: Duration = Duration::from_secs(30);
 
 const WORKLOADS: [Workload; 9] = [
     Workload {
@@ -51,30 +60,35 @@ const WORKLOADS: [Workload; 9] = [
         description: "ping, 1 connection, closed loop; responder backend, 64 workers",
         backend: Backend::Responder { workers: 64 },
         kind: Kind::Calls { clients: 1, upload: None },
+        first_byte: FIRST_BYTE,
     },
     Workload {
         name: "ping-32",
         description: "ping, 32 connections, closed loop; responder backend, 64 workers",
         backend: Backend::Responder { workers: 64 },
         kind: Kind::Calls { clients: 32, upload: None },
+        first_byte: FIRST_BYTE,
     },
     Workload {
         name: "ping-32-w10",
         description: "ping, 32 connections, closed loop; responder backend, 10 workers (who gets served?)",
         backend: Backend::Responder { workers: 10 },
         kind: Kind::Calls { clients: 32, upload: None },
+        first_byte: FIRST_BYTE,
     },
     Workload {
         name: "upload-64k",
         description: "upload of a 64 KiB PNG, 4 connections; real uploader (fs storage), 64 workers",
         backend: Backend::Uploader { workers: 64, read_timeout: "60s" },
         kind: Kind::Calls { clients: 4, upload: Some(64 * 1024) },
+        first_byte: FIRST_BYTE,
     },
     Workload {
         name: "upload-1m",
         description: "upload of a 1 MiB PNG, 4 connections; real uploader (fs storage), 64 workers",
         backend: Backend::Uploader { workers: 64, read_timeout: "60s" },
         kind: Kind::Calls { clients: 4, upload: Some(1024 * 1024) },
+        first_byte: FIRST_BYTE,
     },
     Workload {
         name: "upload-1m-nostore",
@@ -84,24 +98,28 @@ const WORKLOADS: [Workload; 9] = [
             clients: 4,
             upload: Some(1024 * 1024),
         },
+        first_byte: FIRST_BYTE,
     },
     Workload {
         name: "probe-storm",
         description: "ping, 1 connection, while RST/FIN/HTTP probes arrive at --probe-rate; responder, 64 workers",
         backend: Backend::Responder { workers: 64 },
         kind: Kind::Storm,
+        first_byte: FIRST_BYTE,
     },
     Workload {
         name: "idle-clients",
         description: "--idle-clients silent connections held; responder, 64 workers",
         backend: Backend::Responder { workers: 64 },
         kind: Kind::Idle,
+        first_byte: IDLE_FIRST_BYTE,
     },
     Workload {
         name: "incident",
         description: "10 silent conns + RST probe every 2 s, real ping every 200 ms (1 s bound); uploader, 10 workers, read_timeout 0s",
         backend: Backend::Uploader { workers: 10, read_timeout: "0s" },
         kind: Kind::Incident,
+        first_byte: FIRST_BYTE,
     },
 ];
 
@@ -207,7 +225,7 @@ pub fn main(options: Options) -> Result<()> {
         eprintln!("bench: {} ...", workload.name);
         let mut deployments = Vec::new();
         for &t in &targets {
-            match Deployment::start(&env, t, workload.backend) {
+            match Deployment::start(&env, t, workload.backend, workload.first_byte) {
                 Ok(d) => deployments.push(d),
                 Err(e) => {
                     let msg = format!("{}: {} skipped: {e:#}", workload.name, t.name());
