@@ -224,6 +224,7 @@ fn columns(shape: Shape) -> Vec<Column> {
         Shape::Idle => vec![
             ("held", |s| metric(s, "idle_held")),
             ("not connected", |s| metric(s, "idle_failed")),
+            ("opened in s", |s| metric(s, "idle_open_s")),
             ("proxy RSS MiB", |s| metric(s, "proxy_rss_mib")),
             ("KiB per conn", |s| metric(s, "proxy_kib_per_conn")),
             ("backend conns", |s| metric(s, "backend_conns_accepted")),
