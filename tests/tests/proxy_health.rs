@@ -146,6 +146,14 @@ fn health_follows_the_backend_down_and_up_and_admin_agrees() {
     );
     assert_eq!(ready_status(&proxy), 503);
     assert_eq!(backend_up(&proxy, addr), 0.0);
+    let failed_checks = metric(
+        admin,
+        &format!("probegate_health_checks_total{{backend=\"{addr}\",result=\"failure\"}}"),
+    );
+    assert!(
+        failed_checks >= f64::from(FALL),
+        "down after {failed_checks} failed checks, fall = {FALL}"
+    );
     let json: serde_json::Value =
         serde_json::from_slice(&http::get(admin, "/status").expect("status").body).expect("JSON");
     assert_eq!(json["backends"][0]["up"], false, "{json}");
