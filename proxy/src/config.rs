@@ -88,6 +88,11 @@ pub struct ListenConfig {
     /// Expect a PROXY protocol (v1 or v2) header on every public connection,
     /// as sent by a load balancer configured to preserve client addresses.
     pub proxy_protocol: bool,
+    /// The public socket's listen backlog: connections the kernel has
+    /// completed but probegate has not accepted yet. Bursts of health probes
+    /// and reconnecting clients must not overflow it (the kernel caps it at
+    /// `net.core.somaxconn`).
+    pub backlog: u32,
 }
 
 impl Default for ListenConfig {
@@ -96,6 +101,7 @@ impl Default for ListenConfig {
             public: SocketAddr::from(([0, 0, 0, 0], 9455)),
             admin: SocketAddr::from(([127, 0, 0, 1], 9456)),
             proxy_protocol: false,
+            backlog: 1024,
         }
     }
 }
@@ -473,6 +479,7 @@ impl Config {
             }
         }
         let counts = [
+            ("listen.backlog", self.listen.backlog as usize),
             ("health.rise", self.health.rise as usize),
             ("health.fall", self.health.fall as usize),
             (

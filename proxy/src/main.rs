@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use probegate::config::{Config, ForwardingMode};
+use probegate::listeners::public::bind_public;
 use probegate::server;
 use probegate::shutdown::Signals;
 use tokio::net::TcpListener;
@@ -114,7 +115,7 @@ fn serve(file: &Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let public = match TcpListener::bind(config.listen.public).await {
+        let public = match bind_public(config.listen.public, config.listen.backlog) {
             Ok(l) => l,
             Err(e) => {
                 eprintln!(

@@ -576,8 +576,6 @@ fn bad_input_is_closed_and_counted_by_reason_and_the_proxy_stays_healthy() {
 }
 
 #[test]
-#[ignore = "known edge bug: a framed non-strict binary call is counted as \"garbage\" \
-            (only the buffered form is recognised); run with --ignored once fixed"]
 fn framed_non_strict_binary_is_counted_as_non_strict_binary() {
     // An old client with strict_write = false on a framed transport: a frame
     // length, then a name length, the name and the message type.

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, warn, Instrument};
@@ -110,7 +110,7 @@ pub async fn accept_loop(listener: TcpListener, edge: Edge, tracker: TaskTracker
         }
         let current = match &listener {
             Some(l) => l,
-            None => match rebind(local).await {
+            None => match bind_public(local, edge.config.listen.backlog) {
                 Ok(l) => {
                     info!(address = %local, "a backend is up: public port open again");
                     listener.insert(l)
@@ -160,8 +160,17 @@ pub async fn accept_loop(listener: TcpListener, edge: Edge, tracker: TaskTracker
     }
 }
 
-async fn rebind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
+/// Binds the public port with `listen.backlog` (tokio's `bind` uses 128,
+/// too few for a burst of probes) and `SO_REUSEADDR`, so that it can be bound
+/// again at once after `tcp_follows_backend` closed it.
+pub fn bind_public(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// Closes with a reset so the peer learns at once, without a FIN handshake.

@@ -69,7 +69,7 @@ fn framed(buf: &[u8], max_frame_bytes: usize) -> Sniff {
         [0x82, ..] => framed_header(buf, frame_end, Protocol::Compact),
         [0x0F] => Sniff::NeedMore,
         [0x0F, 0xFF, ..] => Sniff::Invalid(InvalidThrift::THeader),
-        _ => match looks_non_strict(buf, len as usize) {
+        _ => match non_strict_either_way(buf, len as usize) {
             None => Sniff::NeedMore,
             Some(true) => Sniff::Invalid(InvalidThrift::NonStrictBinary),
             Some(false) => Sniff::Invalid(InvalidThrift::BadHeader(format!(
@@ -92,6 +92,29 @@ fn framed_header(buf: &[u8], frame_end: usize, protocol: Protocol) -> Sniff {
             frame_end - 4
         ))),
         Err(ReadFailure::Bad(why)) => Sniff::Invalid(InvalidThrift::BadHeader(why)),
+    }
+}
+
+/// Whether the bytes are an unversioned binary call, unframed (the first 4
+/// bytes are the name length) or framed (the name length follows the frame
+/// length). `None` while either reading still needs bytes.
+fn non_strict_either_way(buf: &[u8], first_word: usize) -> Option<bool> {
+    let unframed = looks_non_strict(buf, first_word);
+    if unframed == Some(true) {
+        return unframed;
+    }
+    // A framed call holds at least a name length, a name, a type and a seqid.
+    let framed = match buf.get(4..8) {
+        _ if first_word < 10 => Some(false),
+        Some(&[a, b, c, d]) => {
+            looks_non_strict(&buf[4..], u32::from_be_bytes([a, b, c, d]) as usize)
+        }
+        _ => None,
+    };
+    match (unframed, framed) {
+        (_, Some(true)) => Some(true),
+        (Some(false), Some(false)) => Some(false),
+        _ => None,
     }
 }
 
@@ -278,6 +301,15 @@ mod tests {
             (
                 "non-strict binary",
                 nonstrict.clone(),
+                Want::Invalid(InvalidThrift::NonStrictBinary),
+            ),
+            (
+                "framed non-strict binary",
+                {
+                    let mut framed = (nonstrict.len() as u32).to_be_bytes().to_vec();
+                    framed.extend_from_slice(&nonstrict);
+                    framed
+                },
                 Want::Invalid(InvalidThrift::NonStrictBinary),
             ),
             (
