@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{exception_for, write_client_bytes};
 use crate::protocols::thrift::{sniff, Flavor, MessageHeader, Sniff};
-use crate::upstream::metrics::{BACKEND_TO_CLIENT, CLIENT_TO_BACKEND};
+use crate::upstream::metrics::{method_index, Outcome};
 use crate::upstream::{AcquireError, Upstream};
 
 /// Relays one client connection through one backend connection.
@@ -57,20 +57,14 @@ pub async fn serve(
             }
         }
     };
-    let method = header.method_label();
-    let refuse = |outcome: &'static str| {
-        upstream
-            .metrics
-            .requests_total
-            .with_label_values(&[method, outcome])
-            .inc();
-    };
+    let method = method_index(&header.name);
+    let refuse = |outcome: Outcome| upstream.metrics.request.count(method, outcome);
     let slot = match upstream.acquire().await {
         Ok(slot) => slot,
         Err(e) => {
             refuse(match e {
-                AcquireError::QueueTimeout { .. } => "timeout",
-                _ => "shed",
+                AcquireError::QueueTimeout { .. } => Outcome::Timeout,
+                _ => Outcome::Shed,
             });
             answer(&mut client, flavor, &header, &e.to_string(), idle).await;
             return;
@@ -79,7 +73,7 @@ pub async fn serve(
     let index = slot.backend();
     let backend = &upstream.backends[index];
     if backend.flavor != flavor {
-        refuse("error");
+        refuse(Outcome::Error);
         let text = format!(
             "connection mode relays bytes unchanged: the client speaks {flavor}, backend {} speaks {}",
             backend.label, backend.flavor
@@ -91,7 +85,7 @@ pub async fn serve(
         Ok(conn) => conn.into_stream(),
         Err(e) => {
             upstream.report_failure(index, &e.to_string());
-            refuse("error");
+            refuse(Outcome::Error);
             let text = format!("backend connection failed: {e}");
             answer(&mut client, flavor, &header, &text, idle).await;
             return;
@@ -101,25 +95,21 @@ pub async fn serve(
         Ok(Ok(())) => {}
         _ => {
             upstream.report_failure(index, "replaying the first bytes failed");
-            refuse("error");
+            refuse(Outcome::Error);
             let text = "backend connection failed: replaying the first bytes failed";
             answer(&mut client, flavor, &header, text, idle).await;
             return;
         }
     }
-    upstream
-        .metrics
-        .bytes_total
-        .with_label_values(&[CLIENT_TO_BACKEND])
-        .inc_by(buf.len() as u64);
+    let metrics = &upstream.metrics.request;
+    metrics.to_backend.inc_by(buf.len() as u64);
     drop(buf);
-    let metrics = &upstream.metrics.bytes_total;
     relay(
         client,
         server,
         idle,
-        metrics.with_label_values(&[CLIENT_TO_BACKEND]),
-        metrics.with_label_values(&[BACKEND_TO_CLIENT]),
+        metrics.to_backend.clone(),
+        metrics.to_client.clone(),
         Some((Arc::clone(&upstream), index)),
     )
     .await;

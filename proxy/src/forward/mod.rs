@@ -23,6 +23,7 @@ use crate::protocols::thrift::{
 };
 use crate::upstream::{Outgoing, Upstream};
 
+mod buffers;
 mod connection;
 mod request;
 

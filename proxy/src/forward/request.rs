@@ -5,7 +5,10 @@
 //! that trickles or stalls costs proxy memory (bounded across all clients by
 //! `limits.max_buffered_bytes`: reading pauses when it is used up) and never
 //! a backend thread. Between calls a client holds no buffer at all; a
-//! message buffer starts small and grows only as far as the message needs.
+//! message buffer starts small and grows only as far as the message needs,
+//! except that a large message is received into a buffer from the shared
+//! stock (`buffers.rs`) when one is free, and its buffer goes back there once
+//! it is served.
 //! Pipelined calls are answered in order because they are served one after
 //! the other.
 
@@ -19,17 +22,16 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use super::buffers::{LARGE, STOCK};
 use super::{convert, exception_for, write_client, write_client_bytes};
 use crate::protocols::thrift::{delimit, Delimit, Flavor, MessageHeader};
-use crate::upstream::metrics::{BACKEND_TO_CLIENT, CLIENT_TO_BACKEND};
+use crate::upstream::metrics::{method_index, Outcome, OTHER_METHOD};
 use crate::upstream::{exchange, AcquireError, CallError, Outgoing, Upstream};
 
 /// The smallest read; also the size a client's buffer starts at.
 const READ_CHUNK: usize = 4 * 1024;
 /// The largest single read (and permit request) while a message arrives.
 const MAX_READ_CHUNK: usize = 256 * 1024;
-/// A buffer this large is given back once its message has been served.
-const SHRINK_ABOVE: usize = 64 * 1024;
 
 /// This client's share of `limits.max_buffered_bytes`: one permit per byte
 /// it has buffered (or is about to read). Given back on drop.
@@ -95,11 +97,12 @@ pub async fn serve(
         if !buf.is_empty() {
             match delimit(flavor, &buf, max_frame) {
                 Ok(Delimit::Complete { len, header }) => {
+                    let whole = buf.capacity();
                     let message = buf.split_to(len).freeze();
                     let keep_going =
                         serve_call(&mut client, message, &header, flavor, &upstream).await;
                     budget.give_back(len);
-                    shrink(&mut buf);
+                    release(&mut buf, whole);
                     if !keep_going {
                         return;
                     }
@@ -107,14 +110,16 @@ pub async fn serve(
                 }
                 Ok(Delimit::NeedMore { at_least }) => {
                     need = at_least.saturating_sub(buf.len());
+                    if at_least >= LARGE && buf.capacity() < at_least {
+                        if let Some(mut stocked) = STOCK.take() {
+                            stocked.extend_from_slice(&buf);
+                            buf = stocked;
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, reason = e.reason(), "client sent a message probegate cannot delimit; closing");
-                    upstream
-                        .metrics
-                        .requests_total
-                        .with_label_values(&["other", "error"])
-                        .inc();
+                    upstream.metrics.request.count(OTHER_METHOD, Outcome::Error);
                     return;
                 }
             }
@@ -169,11 +174,16 @@ pub async fn serve(
 }
 
 /// Gives back a big buffer once its message is served, so a client that
-/// sent one large upload does not keep that memory while idle.
-fn shrink(buf: &mut BytesMut) {
+/// sent one large upload does not keep that memory while idle: to the stock
+/// when nothing else is buffered (`whole` is the capacity it had before the
+/// message was split off), else by copying what is left into a fitting one.
+fn release(buf: &mut BytesMut, whole: usize) {
     if buf.is_empty() {
-        *buf = BytesMut::new();
-    } else if buf.capacity() > SHRINK_ABOVE && buf.len() <= buf.capacity() / 4 {
+        let served = std::mem::take(buf);
+        if whole >= LARGE {
+            STOCK.give_back(served, whole);
+        }
+    } else if buf.capacity() > LARGE && buf.len() <= buf.capacity() / 4 {
         *buf = BytesMut::from(&buf[..]);
     }
 }
@@ -198,30 +208,19 @@ async fn serve_call(
     upstream: &Arc<Upstream>,
 ) -> bool {
     let started = Instant::now();
-    let method = header.method_label();
+    let method = method_index(&header.name);
     let (answer, outcome) = forward_call(message, header, flavor, upstream).await;
     // Counted once the answer is in hand (a client may act on the answer
     // before probegate has finished writing it).
-    upstream
-        .metrics
-        .requests_total
-        .with_label_values(&[method, outcome])
-        .inc();
-    upstream
-        .metrics
-        .request_seconds
-        .with_label_values(&[method])
-        .observe(started.elapsed().as_secs_f64());
+    let metrics = &upstream.metrics.request;
+    metrics.count(method, outcome);
+    metrics.observe_seconds(method, started.elapsed().as_secs_f64());
     let idle = upstream.config.timeouts.idle.get();
     match &answer {
         Answer::Reply(out) => {
             let ok = write_client(client, out, idle).await;
             if ok {
-                upstream
-                    .metrics
-                    .bytes_total
-                    .with_label_values(&[BACKEND_TO_CLIENT])
-                    .inc_by(out.len() as u64);
+                metrics.to_client.inc_by(out.len() as u64);
             }
             ok
         }
@@ -231,20 +230,20 @@ async fn serve_call(
 }
 
 /// Takes a slot, sends the call, reads the reply; retries once when that
-/// is safe. Returns the answer and the `outcome` label.
+/// is safe. Returns the answer and the call's outcome.
 async fn forward_call(
     message: Bytes,
     header: &MessageHeader,
     flavor: Flavor,
     upstream: &Arc<Upstream>,
-) -> (Answer, &'static str) {
+) -> (Answer, Outcome) {
     let config = &upstream.config;
     let oneway = header.is_oneway();
     let retryable = config.forwarding.retry_methods.contains(&header.name);
     let request_timeout = config.timeouts.request.get();
     let max_frame = config.limits.max_frame_bytes;
-    let fail = |outcome: &'static str, text: String| {
-        tracing::debug!(method = %header.name, outcome, reason = %text, "call not served");
+    let fail = |outcome: Outcome, text: String| {
+        tracing::debug!(method = %header.name, outcome = outcome.label(), reason = %text, "call not served");
         if oneway {
             // A oneway client reads nothing: an answer would be taken as the
             // reply to its next call.
@@ -266,8 +265,10 @@ async fn forward_call(
     loop {
         let slot = match upstream.acquire().await {
             Ok(slot) => slot,
-            Err(e @ AcquireError::QueueTimeout { .. }) => return fail("timeout", e.to_string()),
-            Err(e) => return fail("shed", e.to_string()),
+            Err(e @ AcquireError::QueueTimeout { .. }) => {
+                return fail(Outcome::Timeout, e.to_string())
+            }
+            Err(e) => return fail(Outcome::Shed, e.to_string()),
         };
         let index = slot.backend();
         let backend = &upstream.backends[index];
@@ -275,7 +276,7 @@ async fn forward_call(
             Ok(out) => out,
             Err(e) => {
                 return fail(
-                    "error",
+                    Outcome::Error,
                     format!("cannot re-encode the call for the backend: {e}"),
                 )
             }
@@ -283,24 +284,20 @@ async fn forward_call(
         let result = exchange(upstream, &slot, &out, oneway, request_timeout).await;
         drop(slot);
         if result.as_ref().map_or_else(CallError::delivered, |_| true) {
-            upstream
-                .metrics
-                .bytes_total
-                .with_label_values(&[CLIENT_TO_BACKEND])
-                .inc_by(out.len() as u64);
+            upstream.metrics.request.to_backend.inc_by(out.len() as u64);
         }
         match result {
-            Ok(None) => return (Answer::Nothing, "oneway"),
+            Ok(None) => return (Answer::Nothing, Outcome::Oneway),
             Ok(Some(reply)) => {
                 let outcome = if reply.header.kind == TMessageType::Exception {
-                    "exception"
+                    Outcome::Exception
                 } else {
-                    "reply"
+                    Outcome::Reply
                 };
                 return match convert(&reply.bytes, backend.flavor, flavor, max_frame) {
                     Ok(out) => (Answer::Reply(out), outcome),
                     Err(e) => fail(
-                        "error",
+                        Outcome::Error,
                         format!("cannot re-encode the backend's reply: {e}"),
                     ),
                 };
@@ -308,7 +305,7 @@ async fn forward_call(
             Err(CallError::Timeout { .. }) => {
                 upstream.report_failure(index, "request timed out");
                 return fail(
-                    "timeout",
+                    Outcome::Timeout,
                     format!(
                         "request exceeded timeouts.request={}",
                         humantime::format_duration(request_timeout)
@@ -327,7 +324,7 @@ async fn forward_call(
                     tracing::debug!(backend = %backend.label, method = %header.name, error = %e, "retrying call");
                     continue;
                 }
-                return fail("error", format!("backend connection failed: {e}"));
+                return fail(Outcome::Error, format!("backend connection failed: {e}"));
             }
         }
     }
