@@ -7,47 +7,19 @@
 //! no sense (`validate`). Every error names the key and the offending value;
 //! `main` exits with status 64 on any of them.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+pub use confkit::{ConfigDuration, ConfigError};
+
 use crate::flavor::{Flavor, Protocol, Transport};
 
 /// Bytes a framed request may carry beyond the image itself: the message
 /// header, the method name, field headers, the filename and the content type.
 pub const FRAME_OVERHEAD_BYTES: usize = 64 * 1024;
-
-/// Why a configuration could not be used. The message always names the key
-/// and the value so the operator can fix the file without guessing.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("config file {path}: {message}")]
-    Parse { path: String, message: String },
-    #[error("config key `{key}` = {value}: {reason}")]
-    Invalid {
-        key: String,
-        value: String,
-        reason: String,
-    },
-}
-
-impl ConfigError {
-    fn invalid(key: &str, value: impl fmt::Display, reason: impl Into<String>) -> Self {
-        ConfigError::Invalid {
-            key: key.to_string(),
-            value: value.to_string(),
-            reason: reason.into(),
-        }
-    }
-}
 
 /// The whole file. Every section and key may be omitted.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -230,67 +202,15 @@ impl<'de> Deserialize<'de> for ConfigAddr {
     }
 }
 
-/// A duration written as in `"2s"`, `"500ms"`, `"1m 30s"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ConfigDuration(pub Duration);
-
-impl ConfigDuration {
-    pub const fn secs(secs: u64) -> Self {
-        ConfigDuration(Duration::from_secs(secs))
-    }
-
-    pub fn get(self) -> Duration {
-        self.0
-    }
-
-    fn non_zero(self) -> Option<Duration> {
-        (!self.0.is_zero()).then_some(self.0)
-    }
-}
-
-impl fmt::Display for ConfigDuration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "\"{}\"", humantime::format_duration(self.0))
-    }
-}
-
-impl<'de> Deserialize<'de> for ConfigDuration {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        humantime::parse_duration(&text)
-            .map(ConfigDuration)
-            .map_err(|e| {
-                serde::de::Error::custom(format!(
-                    "invalid duration {text:?} ({e}); write it like \"500ms\", \"2s\" or \"1m\""
-                ))
-            })
-    }
-}
-
 impl Config {
     /// Reads, parses and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Config::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse {
-                path: path.display().to_string(),
-                message,
-            },
-            other => other,
-        })
+        confkit::load(path)
     }
 
     /// Parses and validates TOML text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: "<text>".to_string(),
-            message: crate::toml_error::describe(text, &e),
-        })?;
-        config.validate()?;
-        Ok(config)
+        confkit::parse(text)
     }
 
     /// Checks the rules that types cannot express.
@@ -433,6 +353,12 @@ fn validate_key_prefix(prefix: &str) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
+}
+
+impl confkit::Validate for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        Config::validate(self)
+    }
 }
 
 #[cfg(test)]

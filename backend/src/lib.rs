@@ -21,7 +21,6 @@
 //! - [`client`], [`cli`]: the Rust client and the `upload`/`ping` commands.
 //! - [`flavor`]: transport + protocol, shared by server and client.
 //! - [`thrift_error`]: error text that keeps the `thrift` crate's messages.
-//! - [`toml_error`]: config parse errors as key path and value.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -39,4 +38,3 @@ pub mod pool;
 pub mod server;
 pub mod storage;
 pub mod thrift_error;
-pub mod toml_error;

@@ -6,49 +6,16 @@
 //! but make no sense together (`validate`). Every error names the key path and
 //! the offending value, and `main` exits with status 64 on any of them.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::str::FromStr;
-use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 
+pub use confkit::{ConfigDuration, ConfigError};
+
 use crate::protocols::thrift::{Flavor, Protocol, Transport};
-
-/// Why a configuration could not be used. The message always names the key
-/// and the value so the operator can fix the file without guessing.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("config file {path}: {message}")]
-    Parse { path: String, message: String },
-    #[error("config key `{key}` = {value}: {reason}")]
-    Invalid {
-        key: String,
-        value: String,
-        reason: String,
-    },
-}
-
-impl ConfigError {
-    fn invalid(
-        key: impl Into<String>,
-        value: impl fmt::Display,
-        reason: impl Into<String>,
-    ) -> Self {
-        ConfigError::Invalid {
-            key: key.into(),
-            value: value.to_string(),
-            reason: reason.into(),
-        }
-    }
-}
 
 /// The whole file. Sections may be omitted; each has defaults except
 /// `[[backends]]`, of which there must be at least one.
@@ -319,39 +286,6 @@ impl Default for ShutdownConfig {
     }
 }
 
-/// A duration written as in `"2s"`, `"500ms"`, `"1m 30s"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ConfigDuration(pub Duration);
-
-impl ConfigDuration {
-    pub const fn secs(secs: u64) -> Self {
-        ConfigDuration(Duration::from_secs(secs))
-    }
-
-    pub fn get(self) -> Duration {
-        self.0
-    }
-}
-
-impl fmt::Display for ConfigDuration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "\"{}\"", humantime::format_duration(self.0))
-    }
-}
-
-impl<'de> Deserialize<'de> for ConfigDuration {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        humantime::parse_duration(&text)
-            .map(ConfigDuration)
-            .map_err(|e| {
-                serde::de::Error::custom(format!(
-                    "invalid duration {text:?} ({e}); write it like \"500ms\", \"2s\" or \"1m\""
-                ))
-            })
-    }
-}
-
 /// One entry of `probes.sources`: a named preset or a CIDR.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeSource {
@@ -406,27 +340,12 @@ impl<'de> Deserialize<'de> for ProbeSource {
 impl Config {
     /// Reads, parses and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Config::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse {
-                path: path.display().to_string(),
-                message,
-            },
-            other => other,
-        })
+        confkit::load(path)
     }
 
     /// Parses and validates TOML text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: "<text>".to_string(),
-            message: e.to_string(),
-        })?;
-        config.validate()?;
-        Ok(config)
+        confkit::parse(text)
     }
 
     /// Checks the rules that span keys or that types cannot express.
@@ -533,6 +452,12 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+impl confkit::Validate for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        Config::validate(self)
     }
 }
 
