@@ -21,10 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use uploader_idl::{
-    UploadError, UploadRequest, UploadResult, UploaderSyncClient, UploaderSyncHandler,
-    UploaderSyncProcessor, ERROR_INVALID_IMAGE,
-};
+use uploader_idl::{UploaderSyncClient, UploaderSyncProcessor};
 
 use bytes::BytesMut;
 
@@ -206,35 +203,9 @@ async fn next_message(
     }
 }
 
-struct Handler;
-
-impl UploaderSyncHandler for Handler {
-    fn handle_ping(&self) -> thrift::Result<String> {
-        Ok("pong".into())
-    }
-    fn handle_upload(&self, req: UploadRequest) -> thrift::Result<UploadResult> {
-        if req.data.starts_with(b"bad") {
-            return Err(thrift::Error::User(Box::new(UploadError::new(
-                ERROR_INVALID_IMAGE,
-                "not an image".into(),
-            ))));
-        }
-        Ok(UploadResult::new(
-            format!("http://img/{}", req.data.len()),
-            "k".into(),
-            req.data.len() as i64,
-            req.content_type,
-            None,
-        ))
-    }
-    fn handle_touch(&self, _note: String) -> thrift::Result<()> {
-        Ok(())
-    }
-}
-
 /// The generated processor's answer to one unframed call.
 fn process(protocol: Protocol, body: &[u8]) -> Vec<u8> {
-    let processor = UploaderSyncProcessor::new(Handler);
+    let processor = UploaderSyncProcessor::new(crate::protocols::thrift::testing::Handler);
     let mut out = Vec::new();
     let read = Cursor::new(body);
     let _ = match protocol {

@@ -28,7 +28,7 @@ mod exception;
 mod properties;
 mod sniff;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 mod transcode;
 mod wire;
 

@@ -126,30 +126,6 @@ impl Read for ReplyOnRead {
 /// with "bad" throws UploadError(ERROR_INVALID_IMAGE), otherwise it returns
 /// a result naming the data's length.
 pub fn processor_reply(protocol: Protocol, request: Vec<u8>) -> Vec<u8> {
-    struct Handler;
-    impl UploaderSyncHandler for Handler {
-        fn handle_ping(&self) -> thrift::Result<String> {
-            Ok("pong".into())
-        }
-        fn handle_upload(&self, req: UploadRequest) -> thrift::Result<UploadResult> {
-            if req.data.starts_with(b"bad") {
-                return Err(thrift::Error::User(Box::new(UploadError::new(
-                    ERROR_INVALID_IMAGE,
-                    "not an image".into(),
-                ))));
-            }
-            Ok(UploadResult::new(
-                format!("http://img/{}", req.data.len()),
-                "k".into(),
-                req.data.len() as i64,
-                req.content_type,
-                None,
-            ))
-        }
-        fn handle_touch(&self, _note: String) -> thrift::Result<()> {
-            Ok(())
-        }
-    }
     let processor = UploaderSyncProcessor::new(Handler);
     let mut out = Vec::new();
     let read = Cursor::new(request);
@@ -167,4 +143,32 @@ pub fn processor_reply(protocol: Protocol, request: Vec<u8>) -> Vec<u8> {
         panic!("processor failed: {e}");
     }
     out
+}
+
+/// The in-test Uploader handler: `ping` answers "pong"; `upload` of data
+/// starting with "bad" throws UploadError(ERROR_INVALID_IMAGE), otherwise it
+/// returns a result naming the data's length.
+pub(crate) struct Handler;
+impl UploaderSyncHandler for Handler {
+    fn handle_ping(&self) -> thrift::Result<String> {
+        Ok("pong".into())
+    }
+    fn handle_upload(&self, req: UploadRequest) -> thrift::Result<UploadResult> {
+        if req.data.starts_with(b"bad") {
+            return Err(thrift::Error::User(Box::new(UploadError::new(
+                ERROR_INVALID_IMAGE,
+                "not an image".into(),
+            ))));
+        }
+        Ok(UploadResult::new(
+            format!("http://img/{}", req.data.len()),
+            "k".into(),
+            req.data.len() as i64,
+            req.content_type,
+            None,
+        ))
+    }
+    fn handle_touch(&self, _note: String) -> thrift::Result<()> {
+        Ok(())
+    }
 }
