@@ -9,7 +9,9 @@
 //! `TApplicationException` in its own dialect with its method name and seqid,
 //! never a hang.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -96,21 +98,27 @@ pub fn exception_for(flavor: Flavor, header: &MessageHeader, message: &str) -> V
     )
 }
 
+/// Runs `fut` bounded by `limit` (`None` when the bound passed first). The
+/// timer is only set up when `fut` cannot finish at once: most reads and
+/// writes of a call complete on their first poll, and then cost no clock
+/// read and no timer.
+async fn within<F: Future>(limit: Duration, fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    match std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
+        Poll::Ready(output) => Some(output),
+        Poll::Pending => tokio::time::timeout(limit, fut).await.ok(),
+    }
+}
+
 /// Writes `bytes` to the client, bounded by `timeouts.idle` (a client that
 /// does not read its answers is dropped). Returns whether it worked.
 async fn write_client(client: &mut TcpStream, out: &Outgoing, idle: Duration) -> bool {
-    matches!(
-        tokio::time::timeout(idle, out.write_to(client)).await,
-        Ok(Ok(()))
-    )
+    matches!(within(idle, out.write_to(client)).await, Some(Ok(())))
 }
 
 /// Writes raw bytes to the client, bounded by `timeouts.idle`.
 async fn write_client_bytes(client: &mut TcpStream, bytes: &[u8], idle: Duration) -> bool {
-    matches!(
-        tokio::time::timeout(idle, client.write_all(bytes)).await,
-        Ok(Ok(()))
-    )
+    matches!(within(idle, client.write_all(bytes)).await, Some(Ok(())))
 }
 
 #[cfg(test)]

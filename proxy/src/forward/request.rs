@@ -23,7 +23,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::buffers::{LARGE, STOCK};
-use super::{convert, exception_for, write_client, write_client_bytes};
+use super::{convert, exception_for, within, write_client, write_client_bytes};
 use crate::protocols::thrift::{delimit, Delimit, Flavor, MessageHeader};
 use crate::upstream::metrics::{method_index, Outcome, OTHER_METHOD};
 use crate::upstream::{exchange, AcquireError, CallError, Outgoing, Upstream};
@@ -85,10 +85,7 @@ pub async fn serve(
         semaphore: Arc::clone(&upstream.buffer_budget),
         held: 0,
     };
-    if !matches!(
-        tokio::time::timeout(idle, budget.take(buf.len())).await,
-        Ok(true)
-    ) {
+    if within(idle, budget.take(buf.len())).await != Some(true) {
         tracing::debug!("no buffer budget for the first bytes within timeouts.idle; closing");
         return;
     }
@@ -139,23 +136,20 @@ pub async fn serve(
         }
         let want = need.clamp(READ_CHUNK, max_read);
         // Backpressure: wait for budget, but never longer than the idle bound.
-        if !matches!(
-            tokio::time::timeout(idle, budget.take(want)).await,
-            Ok(true)
-        ) {
+        if within(idle, budget.take(want)).await != Some(true) {
             tracing::debug!("buffer budget exhausted for timeouts.idle; closing client");
             return;
         }
         buf.reserve(want);
         let mut limited = (&mut client).take(want as u64);
-        let read = tokio::time::timeout(idle, limited.read_buf(&mut buf)).await;
+        let read = within(idle, limited.read_buf(&mut buf)).await;
         let n = match read {
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) => {
+            Some(Ok(n)) => n,
+            Some(Err(e)) => {
                 tracing::debug!(error = %e, "client read failed");
                 return;
             }
-            Err(_) => {
+            None => {
                 tracing::debug!(
                     buffered = buf.len(),
                     "client stalled mid-message longer than timeouts.idle; closing"
