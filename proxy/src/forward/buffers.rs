@@ -17,8 +17,10 @@ use std::sync::Mutex;
 use bytes::BytesMut;
 
 /// A message at least this large is received into a stocked buffer, and a
-/// buffer at least this large is worth stocking.
-pub const LARGE: usize = 64 * 1024;
+/// buffer at least this large is worth stocking. Well below 64 KiB: a
+/// buffer of a 64 KiB upload freed after every call still makes the
+/// allocator return memory to the system and fault it in again (measured).
+pub const LARGE: usize = 16 * 1024;
 /// How many buffers the stock keeps at most (beyond that they are freed).
 const MAX_BUFFERS: usize = 8;
 /// A buffer larger than this is freed rather than stocked.
