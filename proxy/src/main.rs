@@ -145,7 +145,16 @@ fn serve(file: &Path) -> ExitCode {
             "probegate listening public={public_addr} admin={admin_addr}"
         );
         let _ = stdout.flush();
-        match server::run(config, public, admin, async move { signals.recv().await }).await {
+        let (stop_tx, stop_rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            loop {
+                let signal = signals.recv().await;
+                if stop_tx.send(signal).await.is_err() {
+                    return;
+                }
+            }
+        });
+        match server::run(config, public, admin, stop_rx).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("probegate: {e}");

@@ -6,11 +6,11 @@
 //! serving) for `shutdown.drain_grace`, stop accepting, give live
 //! connections up to `shutdown.timeout`, return. SIGINT skips the grace.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use prometheus::Registry;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -32,12 +32,15 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
 }
 
-/// Serves until `stop_signal` resolves, then drains and returns.
+/// Serves until the first stop signal arrives on `stop_signals`, then
+/// drains and returns. A second signal during the drain grace ends the grace
+/// at once (an operator pressing Ctrl-C again); a closed channel counts as
+/// SIGINT.
 pub async fn run(
     config: Config,
     public: TcpListener,
     admin_listener: TcpListener,
-    stop_signal: impl Future<Output = StopSignal>,
+    mut stop_signals: mpsc::Receiver<StopSignal>,
 ) -> Result<(), StartError> {
     let registry = Registry::new();
     let classifier = Arc::new(Classifier::new(&config));
@@ -81,7 +84,7 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let accept_task = tokio::spawn(accept_loop(public, edge, tracker.clone()));
 
-    let signal = stop_signal.await;
+    let signal = stop_signals.recv().await.unwrap_or(StopSignal::Interrupt);
     lifecycle.start_draining();
     if signal == StopSignal::Terminate {
         let grace = config.shutdown.drain_grace.get();
@@ -89,7 +92,12 @@ pub async fn run(
             ?grace,
             "SIGTERM: draining (health answers 503) before closing the public port"
         );
-        tokio::time::sleep(grace).await;
+        tokio::select! {
+            _ = tokio::time::sleep(grace) => {}
+            Some(again) = stop_signals.recv() => {
+                info!(signal = ?again, "second stop signal: ending the drain grace now");
+            }
+        }
     } else {
         info!("SIGINT: stopping without drain grace");
     }

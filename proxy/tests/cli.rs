@@ -141,3 +141,57 @@ fn valid_config_prints_the_listening_line_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn a_second_signal_ends_the_drain_grace() {
+    // A 60 s grace: without the second signal this test would time out.
+    let path = write_config(
+        "second_signal",
+        &format!("[listen]\npublic = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{BACKEND}[shutdown]\ndrain_grace = \"60s\"\ntimeout = \"1s\"\n"),
+    );
+    let mut child = probegate()
+        .arg("--config")
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("reads a line");
+    assert!(line.starts_with("probegate listening"), "{line:?}");
+    let stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if line.contains("draining") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let signal = |name: &str| {
+        let status = Command::new("kill")
+            .args([name, &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    };
+    signal("-TERM");
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("probegate logs that it is draining");
+    signal("-INT");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert_eq!(status.code(), Some(0), "exits 0");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a second signal did not end the 60 s drain grace"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
