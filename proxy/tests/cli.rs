@@ -100,54 +100,12 @@ fn check_config_accepts_the_shipped_configs() {
     }
 }
 
-#[test]
-fn valid_config_prints_the_listening_line_and_stops_on_sigterm() {
+/// Starts probegate with a config listening on port 0 and the given
+/// `[shutdown]` grace; returns the child (stderr piped) and its listening line.
+fn start_serving(name: &str, drain_grace: &str) -> (std::process::Child, String) {
     let path = write_config(
-        "valid",
-        &format!("[listen]\npublic = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{BACKEND}[shutdown]\ndrain_grace = \"0s\"\ntimeout = \"1s\"\n"),
-    );
-    let mut child = probegate()
-        .arg("--config")
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawns");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("reads a line");
-    assert!(
-        line.starts_with("probegate listening public=127.0.0.1:"),
-        "{line:?}"
-    );
-    assert!(line.contains(" admin=127.0.0.1:"), "{line:?}");
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            assert_eq!(status.code(), Some(0), "SIGTERM exits 0");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "probegate did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-#[test]
-fn a_second_signal_ends_the_drain_grace() {
-    // A 60 s grace: without the second signal this test would time out.
-    let path = write_config(
-        "second_signal",
-        &format!("[listen]\npublic = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{BACKEND}[shutdown]\ndrain_grace = \"60s\"\ntimeout = \"1s\"\n"),
+        name,
+        &format!("[listen]\npublic = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{BACKEND}[shutdown]\ndrain_grace = \"{drain_grace}\"\ntimeout = \"1s\"\n"),
     );
     let mut child = probegate()
         .arg("--config")
@@ -161,6 +119,49 @@ fn a_second_signal_ends_the_drain_grace() {
     BufReader::new(stdout)
         .read_line(&mut line)
         .expect("reads a line");
+    (child, line)
+}
+
+fn signal(child: &std::process::Child, name: &str) {
+    let status = Command::new("kill")
+        .args([name, &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill {name}");
+}
+
+/// Waits (bounded) for the child to exit and asserts it exits 0.
+fn assert_exits_zero_within(child: &mut std::process::Child, limit: Duration, what: &str) {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert_eq!(status.code(), Some(0), "{what}: exit status");
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: no exit within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn valid_config_prints_the_listening_line_and_stops_on_sigterm() {
+    let (mut child, line) = start_serving("valid", "0s");
+    assert!(
+        line.starts_with("probegate listening public=127.0.0.1:"),
+        "{line:?}"
+    );
+    assert!(line.contains(" admin=127.0.0.1:"), "{line:?}");
+    signal(&child, "-TERM");
+    assert_exits_zero_within(&mut child, Duration::from_secs(10), "SIGTERM");
+}
+
+#[test]
+fn a_second_signal_ends_the_drain_grace() {
+    // A 60 s grace: without the second signal this test would time out.
+    let (mut child, line) = start_serving("second_signal", "60s");
     assert!(line.starts_with("probegate listening"), "{line:?}");
     let stderr = BufReader::new(child.stderr.take().expect("stderr"));
     let (tx, rx) = std::sync::mpsc::channel();
@@ -171,27 +172,13 @@ fn a_second_signal_ends_the_drain_grace() {
             }
         }
     });
-    let signal = |name: &str| {
-        let status = Command::new("kill")
-            .args([name, &child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-    };
-    signal("-TERM");
+    signal(&child, "-TERM");
     rx.recv_timeout(Duration::from_secs(10))
         .expect("probegate logs that it is draining");
-    signal("-INT");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            assert_eq!(status.code(), Some(0), "exits 0");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "a second signal did not end the 60 s drain grace"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    signal(&child, "-INT");
+    assert_exits_zero_within(
+        &mut child,
+        Duration::from_secs(10),
+        "a second signal during a 60 s drain grace",
+    );
 }
