@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::metrics::{Class, EdgeMetrics};
 use crate::shutdown::Lifecycle;
-use crate::upstream::Upstream;
+use crate::upstream::{State, Upstream};
 
 /// Whether real traffic can be served now, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,12 +48,15 @@ impl Readiness {
         if self.lifecycle.is_draining() {
             return Verdict::Draining;
         }
-        let status = self.upstream.status();
-        let up = status["backends"]
-            .as_array()
-            .map(|b| b.iter().filter(|b| b["up"] == true).count())
-            .unwrap_or(0);
-        if self.upstream.is_serving() && up > 0 {
+        // Answered for every health probe: count states directly rather
+        // than building the /status document.
+        let up = self
+            .upstream
+            .backends
+            .iter()
+            .filter(|b| b.state() == State::Up)
+            .count();
+        if up > 0 {
             Verdict::Ready { up, total }
         } else {
             Verdict::NoBackend { total }
