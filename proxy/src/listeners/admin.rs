@@ -133,3 +133,80 @@ pub async fn serve(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::shutdown::Lifecycle;
+    use crate::upstream::Upstream;
+
+    /// An admin state over one backend that has not been checked yet (so it
+    /// is not up): no socket is opened.
+    fn admin() -> Admin {
+        let config = Config::parse("[[backends]]\naddress = \"127.0.0.1:9\"\n").expect("config");
+        let registry = Registry::new();
+        let metrics = EdgeMetrics::new(&registry, &[]).expect("edge metrics");
+        let upstream = Upstream::new(&config, &registry).expect("upstream");
+        Admin {
+            registry,
+            readiness: Readiness {
+                upstream: Arc::clone(&upstream),
+                lifecycle: Lifecycle::new(metrics.clone()),
+            },
+            metrics,
+        }
+    }
+
+    async fn body(response: Response<Full<Bytes>>) -> String {
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[tokio::test]
+    async fn routes() {
+        let admin = admin();
+        assert_eq!(admin.route(&Method::GET, "/live").status(), StatusCode::OK);
+
+        let ready = admin.route(&Method::GET, "/ready");
+        assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body(ready).await.contains("0/1 backends up"));
+
+        let metrics = body(admin.route(&Method::GET, "/metrics")).await;
+        for family in [
+            "probegate_connections_total",
+            "probegate_backend_up",
+            "probegate_draining",
+        ] {
+            assert!(metrics.contains(family), "{family} missing from /metrics");
+        }
+
+        let status: serde_json::Value =
+            serde_json::from_str(&body(admin.route(&Method::GET, "/status")).await).expect("json");
+        assert_eq!(status["ready"], false);
+        assert_eq!(status["backends"][0]["address"], "127.0.0.1:9");
+        assert!(status["classes"]["probe"]["total"].is_number());
+
+        admin.readiness.lifecycle.start_draining();
+        let draining = admin.route(&Method::GET, "/ready");
+        assert!(body(draining).await.starts_with("draining"));
+
+        assert_eq!(
+            admin.route(&Method::GET, "/nope").status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            admin.route(&Method::POST, "/metrics").status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
+}
