@@ -17,6 +17,10 @@ pub use confkit::{ConfigDuration, ConfigError};
 
 use crate::protocols::thrift::{Flavor, Protocol, Transport};
 
+/// The largest `forwarding.pipeline_depth`: beyond this a pipelined call
+/// would wait behind more calls than any quick method justifies.
+pub const MAX_PIPELINE_DEPTH: usize = 1024;
+
 /// The whole file. Sections may be omitted; each has defaults except
 /// `[[backends]]`, of which there must be at least one.
 #[derive(Debug, Clone, Deserialize)]
@@ -254,6 +258,15 @@ pub struct ForwardingConfig {
     /// Methods safe to retry once on a fresh connection when a call dies in
     /// flight (they must be idempotent).
     pub retry_methods: Vec<String>,
+    /// Quick methods whose calls may be pipelined: sent on a backend
+    /// connection that already carries calls of these methods, behind them,
+    /// instead of taking a connection (and a backend thread) each. A call of
+    /// any other method always has a connection to itself, so nothing ever
+    /// waits behind it.
+    pub pipeline_methods: Vec<String>,
+    /// The most calls in flight on one pipelined connection (1: no
+    /// pipelining).
+    pub pipeline_depth: usize,
 }
 
 impl Default for ForwardingConfig {
@@ -262,6 +275,8 @@ impl Default for ForwardingConfig {
             mode: ForwardingMode::Request,
             pool_idle: ConfigDuration::secs(30),
             retry_methods: vec!["ping".to_string(), "upload".to_string()],
+            pipeline_methods: vec!["ping".to_string()],
+            pipeline_depth: 32,
         }
     }
 }
@@ -442,14 +457,28 @@ impl Config {
                 ));
             }
         }
-        for (i, method) in self.forwarding.retry_methods.iter().enumerate() {
-            if method.is_empty() {
+        let method_lists = [
+            ("forwarding.retry_methods", &self.forwarding.retry_methods),
+            (
+                "forwarding.pipeline_methods",
+                &self.forwarding.pipeline_methods,
+            ),
+        ];
+        for (key, methods) in method_lists {
+            if let Some(i) = methods.iter().position(String::is_empty) {
                 return Err(ConfigError::invalid(
-                    format!("forwarding.retry_methods[{i}]"),
+                    format!("{key}[{i}]"),
                     "\"\"",
                     "must be a method name",
                 ));
             }
+        }
+        if !(1..=MAX_PIPELINE_DEPTH).contains(&self.forwarding.pipeline_depth) {
+            return Err(ConfigError::invalid(
+                "forwarding.pipeline_depth",
+                self.forwarding.pipeline_depth,
+                format!("must be between 1 (no pipelining) and {MAX_PIPELINE_DEPTH}"),
+            ));
         }
         Ok(())
     }
@@ -503,6 +532,8 @@ mod tests {
             ("[probes]\nsources = [\"azure\"]\n", &["sources", "azure"]),
             ("[[backends]]\naddress = \"127.0.0.1:1\"\nmax_connections = 0\n", &["backends[0].max_connections", "0"]),
             ("[health]\nrise = 0\n", &["health.rise", "0"]),
+            ("[forwarding]\npipeline_depth = 0\n", &["forwarding.pipeline_depth", "0", "1024"]),
+            ("[forwarding]\npipeline_methods = [\"ping\", \"\"]\n", &["forwarding.pipeline_methods[1]"]),
             (
                 "[forwarding]\npool_idle = \"90s\"\n[[backends]]\naddress = \"127.0.0.1:1\"\nread_timeout = \"60s\"\n",
                 &["forwarding.pool_idle", "1m 30s", "read_timeout = \"1m\""],

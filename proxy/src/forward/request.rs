@@ -24,9 +24,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::buffers::{LARGE, STOCK};
 use super::{convert, exception_for, within, write_client, write_client_bytes};
-use crate::protocols::thrift::{delimit, Delimit, Flavor, MessageHeader};
+use crate::protocols::thrift::{delimit, Delimit, Flavor, InvalidThrift, MessageHeader};
 use crate::upstream::metrics::{method_index, Outcome, OTHER_METHOD};
-use crate::upstream::{exchange, AcquireError, CallError, Outgoing, Upstream};
+use crate::upstream::{exchange, lane, AcquireError, CallError, Outgoing, Reply, Slot, Upstream};
 
 /// The smallest read; also the size a client's buffer starts at.
 const READ_CHUNK: usize = 4 * 1024;
@@ -256,29 +256,31 @@ async fn forward_call(
     // marked up is stepped over.
     let mut retried = false;
     let mut undelivered = 0;
+    let pipelinable = !oneway
+        && config.forwarding.pipeline_depth > 1
+        && config.forwarding.pipeline_methods.contains(&header.name);
     loop {
-        let slot = match upstream.acquire().await {
-            Ok(slot) => slot,
-            Err(e @ AcquireError::QueueTimeout { .. }) => {
+        let dispatched = if pipelinable {
+            dispatch_pipelined(upstream, &message, flavor).await
+        } else {
+            dispatch_alone(upstream, &message, flavor, oneway).await
+        };
+        let (index, out_len, result) = match dispatched {
+            Ok(sent) => sent,
+            Err(Undispatched::Slot(e @ AcquireError::QueueTimeout { .. })) => {
                 return fail(Outcome::Timeout, e.to_string())
             }
-            Err(e) => return fail(Outcome::Shed, e.to_string()),
-        };
-        let index = slot.backend();
-        let backend = &upstream.backends[index];
-        let out = match convert(&message, flavor, backend.flavor, max_frame) {
-            Ok(out) => out,
-            Err(e) => {
+            Err(Undispatched::Slot(e)) => return fail(Outcome::Shed, e.to_string()),
+            Err(Undispatched::Convert(e)) => {
                 return fail(
                     Outcome::Error,
                     format!("cannot re-encode the call for the backend: {e}"),
                 )
             }
         };
-        let result = exchange(upstream, &slot, &out, oneway, request_timeout).await;
-        drop(slot);
+        let backend = &upstream.backends[index];
         if result.as_ref().map_or_else(CallError::delivered, |_| true) {
-            upstream.metrics.request.to_backend.inc_by(out.len() as u64);
+            upstream.metrics.request.to_backend.inc_by(out_len as u64);
         }
         match result {
             Ok(None) => return (Answer::Nothing, Outcome::Oneway),
@@ -307,7 +309,11 @@ async fn forward_call(
                 );
             }
             Err(e) => {
-                upstream.report_failure(index, &e.to_string());
+                // A broken pipeline is the consequence of a timeout already
+                // reported, not a failure of its own.
+                if !matches!(e, CallError::PipelineBroken) {
+                    upstream.report_failure(index, &e.to_string());
+                }
                 let again = if e.delivered() {
                     retryable && !std::mem::replace(&mut retried, true)
                 } else {
@@ -322,4 +328,86 @@ async fn forward_call(
             }
         }
     }
+}
+
+/// Why a call was not sent anywhere.
+enum Undispatched {
+    /// No slot: the queue was full or timed out, or no backend is up.
+    Slot(AcquireError),
+    /// The call cannot be expressed in the backend's dialect.
+    Convert(InvalidThrift),
+}
+
+/// A call that was sent (or tried): its backend's index, its size in the
+/// backend's dialect, and what came of it.
+type Dispatched = (usize, usize, Result<Option<Reply>, CallError>);
+
+/// Sends a call on a backend connection of its own, taking a slot (and
+/// queueing for one when all are taken).
+async fn dispatch_alone(
+    upstream: &Arc<Upstream>,
+    message: &Bytes,
+    flavor: Flavor,
+    oneway: bool,
+) -> Result<Dispatched, Undispatched> {
+    let slot = upstream.acquire().await.map_err(Undispatched::Slot)?;
+    send_alone(upstream, slot, message, flavor, oneway).await
+}
+
+async fn send_alone(
+    upstream: &Arc<Upstream>,
+    slot: Slot,
+    message: &Bytes,
+    flavor: Flavor,
+    oneway: bool,
+) -> Result<Dispatched, Undispatched> {
+    let config = &upstream.config;
+    let index = slot.backend();
+    let out = convert(
+        message,
+        flavor,
+        upstream.backends[index].flavor,
+        config.limits.max_frame_bytes,
+    )
+    .map_err(Undispatched::Convert)?;
+    let result = exchange(upstream, &slot, &out, oneway, config.timeouts.request.get()).await;
+    Ok((index, out.len(), result))
+}
+
+/// Sends a call of `forwarding.pipeline_methods`: behind other such calls
+/// on a pipelined connection with room if there is one (no slot needed).
+/// Otherwise it takes a slot like any call; when other calls are in flight
+/// on that backend it opens a pipelined connection that later calls can
+/// join, and when it is alone there it simply has a connection to itself.
+async fn dispatch_pipelined(
+    upstream: &Arc<Upstream>,
+    message: &Bytes,
+    flavor: Flavor,
+) -> Result<Dispatched, Undispatched> {
+    let config = &upstream.config;
+    let ticket = match lane::join(upstream) {
+        Some(ticket) => ticket,
+        None => {
+            let slot = upstream.acquire().await.map_err(Undispatched::Slot)?;
+            let index = slot.backend();
+            if upstream.scheduler.in_use(index) <= 1 {
+                return send_alone(upstream, slot, message, flavor, false).await;
+            }
+            match lane::open(upstream, slot).await {
+                Ok(ticket) => ticket,
+                Err(e) => return Ok((index, 0, Err(e))),
+            }
+        }
+    };
+    let index = ticket.backend;
+    let out = convert(
+        message,
+        flavor,
+        upstream.backends[index].flavor,
+        config.limits.max_frame_bytes,
+    )
+    .map_err(Undispatched::Convert)?;
+    let len = out.len();
+    let result = lane::call(upstream, ticket, out, config.timeouts.request.get()).await;
+    Ok((index, len, result.map(Some)))
 }

@@ -347,3 +347,89 @@ async fn a_client_task_is_small() {
     let size = std::mem::size_of_val(&task);
     assert!(size <= 4096, "serve_thrift future is {size} bytes");
 }
+
+/// Pings from many clients at once against a 2-thread backend: with
+/// pipelining (the default) they share connections, without it each call
+/// has a connection to itself; either way every call is served and the
+/// backend never sees more than its 2 connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pings_are_pipelined_within_the_backends_threads() {
+    for (extra, pipelined) in [("", true), ("[forwarding]\npipeline_depth = 1\n", false)] {
+        let backend = Responder::start(FB).await;
+        backend.set_mode(Mode::Delay(Duration::from_millis(2)));
+        let (up, addr) = proxy(&config(&[(backend.addr, 2, FB)], extra), FB).await;
+        let clients: Vec<_> = (0..24)
+            .map(|_| {
+                tokio::spawn(blocking(move || {
+                    let mut c = client(addr, FB);
+                    for _ in 0..10 {
+                        assert_eq!(c.ping().expect("ping"), "pong");
+                    }
+                }))
+            })
+            .collect();
+        for c in clients {
+            c.await.expect("client");
+        }
+        assert_eq!(requests(&up, "ping", "reply"), 240, "{extra}");
+        assert!(backend.peak_open.load(Ordering::SeqCst) <= 2, "{extra}");
+        let joined = up
+            .metrics
+            .pipelined_total
+            .with_label_values(&[&up.backends[0].label])
+            .get();
+        assert_eq!(joined > 0, pipelined, "{extra}: {joined} calls pipelined");
+    }
+}
+
+/// A call of a method outside `forwarding.pipeline_methods` has its
+/// connection to itself: a ping never waits behind it on that connection,
+/// it waits for a slot like any call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_pipelined_behind_a_call_outside_pipeline_methods() {
+    let backend = Responder::start(FB).await;
+    backend.set_mode(Mode::Hang);
+    let cfg = config(
+        &[(backend.addr, 2, FB)],
+        "[timeouts]\nrequest = \"600ms\"\n[health]\nfall = 100\n",
+    );
+    let (up, addr) = proxy(&cfg, FB).await;
+    // A ping alone takes one connection; the upload, with another call in
+    // flight, takes the other: the place where a pipelinable call would
+    // open a pipelined connection.
+    let first_ping = tokio::spawn(blocking(move || client(addr, FB).ping()));
+    eventually("the first ping reached the backend", || {
+        backend.calls() == ["ping"]
+    })
+    .await;
+    let upload = tokio::spawn(blocking(move || {
+        let req = UploadRequest::new(vec![1; 100], "a.png".to_string(), "image/png".to_string());
+        app_error(client(addr, FB).upload(req).expect_err("times out"))
+    }));
+    eventually("the upload reached the backend", || {
+        backend.calls() == ["ping", "upload"]
+    })
+    .await;
+    let ping = tokio::spawn(blocking(move || client(addr, FB).ping()));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        backend.calls(),
+        ["ping", "upload"],
+        "the second ping must wait for a slot, not be written behind the upload"
+    );
+    let pipelined = || {
+        up.metrics
+            .pipelined_total
+            .with_label_values(&[&up.backends[0].label])
+            .get()
+    };
+    assert_eq!(pipelined(), 0);
+    backend.set_mode(Mode::Normal);
+    let message = upload.await.expect("upload task");
+    assert_eq!(message, "request exceeded timeouts.request=600ms");
+    let first = first_ping.await.expect("ping task");
+    assert!(first.is_err(), "the first ping timed out: {first:?}");
+    assert_eq!(ping.await.expect("ping task").expect("ping served"), "pong");
+    assert_eq!(backend.calls(), ["ping", "upload", "ping"]);
+    assert_eq!(pipelined(), 0);
+}

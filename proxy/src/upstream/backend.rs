@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use prometheus::IntGauge;
 
+use super::lane::Lanes;
 use super::pool::Pool;
 use crate::protocols::thrift::Flavor;
 
@@ -46,6 +47,8 @@ pub struct Backend {
     /// The transport and protocol the backend speaks.
     pub flavor: Flavor,
     pub pool: Arc<Pool>,
+    /// Pooled connections now carrying pipelined calls.
+    pub lanes: Lanes,
     health: Mutex<Health>,
     /// When a real call last got a reply, in ms since `epoch` (-1: never).
     /// A busy backend whose calls succeed needs no slot for its check.
@@ -61,6 +64,7 @@ impl Backend {
         max_connections: usize,
         flavor: Flavor,
         pool: Arc<Pool>,
+        lanes: Lanes,
         in_flight: IntGauge,
         up_gauge: IntGauge,
     ) -> Backend {
@@ -70,6 +74,7 @@ impl Backend {
             max_connections,
             flavor,
             pool,
+            lanes,
             health: Mutex::new(Health {
                 state: State::Unknown,
                 successes: 0,
@@ -163,6 +168,7 @@ mod tests {
             2,
             Flavor::FRAMED_BINARY,
             pool,
+            Lanes::new(prometheus::IntCounter::new("p", "p").unwrap()),
             IntGauge::new("f", "f").unwrap(),
             IntGauge::new("u", "u").unwrap(),
         )

@@ -82,6 +82,10 @@ pub enum CallError {
     /// The backend sent bytes that are not a Thrift message.
     #[error("bad reply from backend: {0}")]
     BadReply(InvalidThrift),
+    /// An earlier call pipelined on the same connection got no reply within
+    /// `timeouts.request`, so the connection was closed under this one.
+    #[error("an earlier call on the same pipelined backend connection timed out; the connection was closed")]
+    PipelineBroken,
 }
 
 impl CallError {
@@ -92,10 +96,10 @@ impl CallError {
 }
 
 /// Counts a call in `probegate_backend_requests_in_flight` while it lives.
-struct InFlight<'a>(&'a prometheus::IntGauge);
+pub(super) struct InFlight<'a>(&'a prometheus::IntGauge);
 
 impl<'a> InFlight<'a> {
-    fn new(gauge: &'a prometheus::IntGauge) -> Self {
+    pub(super) fn new(gauge: &'a prometheus::IntGauge) -> Self {
         gauge.inc();
         InFlight(gauge)
     }

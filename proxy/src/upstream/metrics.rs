@@ -136,6 +136,8 @@ pub struct UpstreamMetrics {
     pub backend_requests_in_flight: IntGaugeVec,
     /// Pooled backend connections by state (`idle`, `busy`).
     pub pool_connections: IntGaugeVec,
+    /// Calls sent on a backend connection already carrying calls.
+    pub pipelined_total: IntCounterVec,
     /// The per-request series of the families above, resolved once.
     pub request: RequestMetrics,
 }
@@ -219,6 +221,13 @@ impl UpstreamMetrics {
                 ),
                 &["backend", "state"],
             )?,
+            pipelined_total: IntCounterVec::new(
+                Opts::new(
+                    "probegate_backend_pipelined_total",
+                    "Calls of forwarding.pipeline_methods sent on a backend connection that already carried calls (pipelined)",
+                ),
+                &["backend"],
+            )?,
             request,
         };
         registry.register(Box::new(metrics.backend_up.clone()))?;
@@ -231,10 +240,12 @@ impl UpstreamMetrics {
         registry.register(Box::new(metrics.request_seconds.clone()))?;
         registry.register(Box::new(metrics.backend_requests_in_flight.clone()))?;
         registry.register(Box::new(metrics.pool_connections.clone()))?;
+        registry.register(Box::new(metrics.pipelined_total.clone()))?;
 
         for backend in backends {
             metrics.backend_up.with_label_values(&[backend]).set(0);
             metrics.slots_in_use.with_label_values(&[backend]).set(0);
+            metrics.pipelined_total.with_label_values(&[backend]);
             metrics
                 .backend_requests_in_flight
                 .with_label_values(&[backend])

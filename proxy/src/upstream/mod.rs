@@ -15,6 +15,7 @@
 //! - `pool`: idle connections per backend, connect, reap.
 //! - `backend`: one backend's address, dialect, pool and rise/fall state.
 //! - `call`: one call on one connection (write, read one reply).
+//! - `lane`: quick calls pipelined on one connection.
 //! - `health`: the active `ping()` checks and the pool reaper.
 //! - `metrics`: the upstream metric families.
 
@@ -29,6 +30,7 @@ use crate::config::Config;
 pub mod backend;
 pub mod call;
 pub mod health;
+pub mod lane;
 pub mod metrics;
 pub mod pool;
 pub mod queue;
@@ -85,6 +87,7 @@ impl Upstream {
                     b.max_connections,
                     b.flavor(),
                     pool,
+                    lane::Lanes::new(metrics.pipelined_total.with_label_values(&[label])),
                     metrics
                         .backend_requests_in_flight
                         .with_label_values(&[label]),
@@ -157,6 +160,7 @@ impl Upstream {
                     "max": b.max_connections,
                     "in_flight": b.in_flight.get(),
                     "pool_idle": b.pool.idle_count(),
+                    "pipelined_connections": b.lanes.active_count(),
                     "flavor": b.flavor.to_string(),
                 })
             })

@@ -1,0 +1,433 @@
+//! Pipelined calls: several quick calls in flight on one backend connection.
+//!
+//! A thread-per-connection Thrift server reads a call, answers it and reads
+//! the next, so calls written back to back on one connection are answered in
+//! order. When calls arrive together, probegate uses that for the methods in
+//! `forwarding.pipeline_methods` (quick ones such as `ping`): they are
+//! written to one connection in one send, and their replies often come back
+//! in one receive. The proxy then pays one send and one receive per batch
+//! instead of per call, and the backend wakes one thread once instead of one
+//! thread per call; for a small call those system calls and wake-ups are
+//! most of the cost (see bench/README.md).
+//!
+//! A pipelined connection (a *lane*) carries only pipelinable calls, at most
+//! `forwarding.pipeline_depth` at once, so a call waits behind at most that
+//! many quick calls and never behind an upload. A lane holds one slot of its
+//! backend and one pooled connection while it has calls: the backend still
+//! never sees more connections than it has threads. When its last reply is
+//! delivered the connection goes back to the pool and the slot is freed.
+//!
+//! One task per lane owns the connection. It writes what callers queued, in
+//! batches (it first lets the other ready tasks queue theirs), reads the
+//! replies and hands each to its caller, in order. A call whose
+//! `timeouts.request` passes breaks the lane: the connection is closed (the
+//! backend is stuck or out of step) and the other calls on it fail, those
+//! never written as safe to send again.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use prometheus::IntCounter;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::call::{CallError, InFlight, Outgoing, Reply};
+use super::pool::PooledConn;
+use super::queue::Slot;
+use super::Upstream;
+use crate::protocols::thrift::{delimit, Delimit, InvalidThrift};
+
+/// Initial size of a lane's reply buffer; grown only when replies need it.
+const READ_CHUNK: usize = 16 * 1024;
+/// The most chunks handed to one vectored write.
+const MAX_IOV: usize = 64;
+
+/// The lanes of one backend that carry calls now.
+pub struct Lanes {
+    active: Mutex<Vec<Arc<Lane>>>,
+    /// `probegate_backend_pipelined_total{backend}`: calls that joined a
+    /// lane already carrying calls.
+    pipelined: IntCounter,
+}
+
+/// The lane's shared state: how callers reach its task.
+struct Lane {
+    /// `None` says a caller that joined left without a call.
+    calls: mpsc::UnboundedSender<Option<Queued>>,
+    /// Calls joined and not answered yet. It grows only under
+    /// `Lanes::active`'s lock, and the lane retires only under that lock
+    /// when it is zero, so nobody joins a retiring lane.
+    in_flight: AtomicUsize,
+    /// Cancelled by a caller whose deadline passed: the lane closes.
+    broken: CancellationToken,
+}
+
+/// One call's place on a lane, taken by [`join`] or [`open`] and used by
+/// [`call`]. Dropped unused, it gives the place back.
+pub struct Ticket {
+    lane: Arc<Lane>,
+    /// The index of the lane's backend.
+    pub backend: usize,
+    used: bool,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.used {
+            // The lane's task counts the place free and may retire.
+            let _ = self.lane.calls.send(None);
+        }
+    }
+}
+
+/// A call handed to the lane's task.
+struct Queued {
+    out: Outgoing,
+    reply: oneshot::Sender<Result<Reply, CallError>>,
+}
+
+impl Lanes {
+    pub fn new(pipelined: IntCounter) -> Lanes {
+        Lanes {
+            active: Mutex::new(Vec::new()),
+            pipelined,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Arc<Lane>>> {
+        self.active.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Lanes carrying calls now.
+    pub fn active_count(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Joins the fullest lane with room (fullest, so that calls arriving
+    /// together share one send); `None` when every lane is at `depth`.
+    fn join(&self, depth: usize) -> Option<Arc<Lane>> {
+        let active = self.lock();
+        let lane = active
+            .iter()
+            .filter(|lane| !lane.broken.is_cancelled())
+            .map(|lane| (lane.in_flight.load(Ordering::Acquire), lane))
+            .filter(|(in_flight, _)| *in_flight < depth)
+            .max_by_key(|(in_flight, _)| *in_flight)
+            .map(|(_, lane)| lane)?;
+        lane.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.pipelined.inc();
+        Some(Arc::clone(lane))
+    }
+
+    /// Removes `lane` if it has no call left; says whether it did.
+    fn retire_if_idle(&self, lane: &Arc<Lane>) -> bool {
+        let mut active = self.lock();
+        if lane.in_flight.load(Ordering::Acquire) != 0 {
+            return false;
+        }
+        active.retain(|l| !Arc::ptr_eq(l, lane));
+        true
+    }
+
+    fn remove(&self, lane: &Arc<Lane>) {
+        self.lock().retain(|l| !Arc::ptr_eq(l, lane));
+    }
+}
+
+/// Joins a lane with room on a backend that is up: the backend's index and
+/// the lane, counted as one more call on it.
+pub fn join(upstream: &Upstream) -> Option<Ticket> {
+    let depth = upstream.config.forwarding.pipeline_depth;
+    upstream
+        .backends
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| upstream.scheduler.is_up(*index))
+        .find_map(|(index, backend)| {
+            backend.lanes.join(depth).map(|lane| Ticket {
+                lane,
+                backend: index,
+                used: false,
+            })
+        })
+}
+
+/// Opens a lane on the slot's backend (a pooled connection or a new one)
+/// with one call counted on it, for the caller to send with [`call`].
+pub async fn open(upstream: &Arc<Upstream>, slot: Slot) -> Result<Ticket, CallError> {
+    let index = slot.backend();
+    let backend = &upstream.backends[index];
+    let conn = backend.pool.get().await?;
+    let (calls, queued) = mpsc::unbounded_channel();
+    let lane = Arc::new(Lane {
+        calls,
+        in_flight: AtomicUsize::new(1),
+        broken: CancellationToken::new(),
+    });
+    backend.lanes.lock().push(Arc::clone(&lane));
+    tokio::spawn(drive(
+        Arc::clone(upstream),
+        slot,
+        conn,
+        Arc::clone(&lane),
+        queued,
+    ));
+    Ok(Ticket {
+        lane,
+        backend: index,
+        used: false,
+    })
+}
+
+/// Sends `out` on the ticket's lane and waits for its reply, at most
+/// `deadline`.
+pub async fn call(
+    upstream: &Upstream,
+    mut ticket: Ticket,
+    out: Outgoing,
+    deadline: Duration,
+) -> Result<Reply, CallError> {
+    let _in_flight = InFlight::new(&upstream.backends[ticket.backend].in_flight);
+    let (reply, answer) = oneshot::channel();
+    ticket.used = true;
+    let lane = &ticket.lane;
+    if lane.calls.send(Some(Queued { out, reply })).is_err() {
+        return Err(not_written());
+    }
+    match tokio::time::timeout(deadline, answer).await {
+        Ok(Ok(result)) => result,
+        // The lane's task ended without answering: only at runtime shutdown.
+        Ok(Err(_)) => Err(CallError::Closed),
+        Err(_) => {
+            lane.broken.cancel();
+            Err(CallError::Timeout { limit: deadline })
+        }
+    }
+}
+
+fn not_written() -> CallError {
+    CallError::Write(io::Error::new(
+        io::ErrorKind::BrokenPipe,
+        "the pipelined backend connection closed before the call was written",
+    ))
+}
+
+/// Part of the bytes still to write; `ends_call` marks a call's last part.
+struct Chunk {
+    bytes: Bytes,
+    ends_call: bool,
+}
+
+/// Why a lane stopped.
+enum End {
+    /// No call left: the connection is clean and goes back to the pool.
+    Idle,
+    /// A caller's deadline passed.
+    Broken,
+    Closed,
+    ReadFailed(io::Error),
+    WriteFailed(io::Error),
+    BadReply(InvalidThrift),
+    /// Reply bytes arrived with no call waiting for them.
+    OutOfStep,
+}
+
+impl End {
+    /// What happened, for the log.
+    fn reason(&self) -> String {
+        match self {
+            End::Idle => "no call left".to_string(),
+            End::Broken => "a call exceeded timeouts.request".to_string(),
+            End::Closed => "the backend closed it".to_string(),
+            End::ReadFailed(e) => format!("read failed: {e}"),
+            End::WriteFailed(e) => format!("write failed: {e}"),
+            End::BadReply(e) => format!("bad reply: {e}"),
+            End::OutOfStep => "the backend sent bytes no call was waiting for".to_string(),
+        }
+    }
+
+    /// The error for a call that was written before the lane stopped.
+    fn error(&self) -> CallError {
+        match self {
+            End::Idle | End::Closed | End::OutOfStep => CallError::Closed,
+            End::Broken => CallError::PipelineBroken,
+            End::ReadFailed(e) => CallError::Read(io::Error::new(e.kind(), e.to_string())),
+            End::WriteFailed(_) => CallError::Closed,
+            End::BadReply(e) => CallError::BadReply(e.clone()),
+        }
+    }
+}
+
+/// The lane's task: owns the connection and the slot until the lane ends.
+async fn drive(
+    upstream: Arc<Upstream>,
+    slot: Slot,
+    mut conn: PooledConn,
+    lane: Arc<Lane>,
+    mut queued: mpsc::UnboundedReceiver<Option<Queued>>,
+) {
+    let backend = &upstream.backends[slot.backend()];
+    let flavor = backend.flavor;
+    let max_frame = upstream.config.limits.max_frame_bytes;
+    // Calls written or being written, oldest first; the last `unwritten` of
+    // them are not completely written yet.
+    let mut waiting: VecDeque<oneshot::Sender<Result<Reply, CallError>>> = VecDeque::new();
+    let mut unwritten = 0usize;
+    let mut outgoing: VecDeque<Chunk> = VecDeque::new();
+    let mut replies = BytesMut::with_capacity(READ_CHUNK);
+    let (mut reader, writer) = conn.stream().split();
+    let end = loop {
+        if waiting.is_empty() && backend.lanes.retire_if_idle(&lane) {
+            break End::Idle;
+        }
+        tokio::select! {
+            biased;
+            _ = lane.broken.cancelled() => break End::Broken,
+            read = reader.read_buf(&mut replies), if !waiting.is_empty() && unwritten < waiting.len() => {
+                match read {
+                    Ok(0) => break End::Closed,
+                    Ok(_) => {}
+                    Err(e) => break End::ReadFailed(e),
+                }
+                if let Err(end) = deliver(&mut replies, &mut waiting, &lane, backend, flavor, max_frame) {
+                    break end;
+                }
+            }
+            ready = writer.writable(), if !outgoing.is_empty() => {
+                if let Err(e) = ready.and_then(|()| write_some(&writer, &mut outgoing, &mut unwritten)) {
+                    break End::WriteFailed(e);
+                }
+            }
+            call = queued.recv() => {
+                let Some(first) = call else { break End::Closed };
+                // Let the other tasks that are ready now queue their calls,
+                // so that they share this send.
+                if first.is_some() {
+                    tokio::task::yield_now().await;
+                }
+                let mut next = Some(first);
+                while let Some(item) = next {
+                    match item {
+                        Some(Queued { out, reply }) => {
+                            if let Some(prefix) = out.prefix {
+                                outgoing.push_back(Chunk { bytes: Bytes::copy_from_slice(&prefix), ends_call: false });
+                            }
+                            outgoing.push_back(Chunk { bytes: out.body, ends_call: true });
+                            waiting.push_back(reply);
+                            unwritten += 1;
+                        }
+                        None => {
+                            lane.in_flight.fetch_sub(1, Ordering::AcqRel);
+                        }
+                    }
+                    next = queued.try_recv().ok();
+                }
+                if let Err(e) = write_some(&writer, &mut outgoing, &mut unwritten) {
+                    break End::WriteFailed(e);
+                }
+            }
+        }
+    };
+    if !matches!(end, End::Idle) {
+        backend.lanes.remove(&lane);
+        tracing::debug!(backend = %backend.label, calls = waiting.len(), reason = %end.reason(), "pipelined backend connection closed");
+    }
+    // Calls never written are safe to send again; the others may have run.
+    queued.close();
+    while let Ok(item) = queued.try_recv() {
+        if let Some(Queued { reply, .. }) = item {
+            let _ = reply.send(Err(not_written()));
+        }
+    }
+    let written = waiting.len() - unwritten;
+    for (i, reply) in waiting.into_iter().enumerate() {
+        let error = if i < written {
+            end.error()
+        } else {
+            not_written()
+        };
+        let _ = reply.send(Err(error));
+    }
+    match end {
+        End::Idle => backend.pool.checkin(conn),
+        _ => drop(conn),
+    }
+    drop(slot);
+}
+
+/// Writes as much of `outgoing` as the socket takes now, without waiting.
+fn write_some(
+    writer: &tokio::net::tcp::WriteHalf<'_>,
+    outgoing: &mut VecDeque<Chunk>,
+    unwritten: &mut usize,
+) -> io::Result<()> {
+    while !outgoing.is_empty() {
+        let slices: Vec<IoSlice<'_>> = outgoing
+            .iter()
+            .take(MAX_IOV)
+            .map(|c| IoSlice::new(&c.bytes))
+            .collect();
+        let mut written = match writer.try_write_vectored(&slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        while written > 0 {
+            let Some(chunk) = outgoing.front_mut() else {
+                break;
+            };
+            if written < chunk.bytes.len() {
+                chunk.bytes.advance(written);
+                break;
+            }
+            written -= chunk.bytes.len();
+            if chunk.ends_call {
+                *unwritten -= 1;
+            }
+            outgoing.pop_front();
+        }
+    }
+    Ok(())
+}
+
+/// Hands every whole reply in `replies` to the oldest waiting call.
+fn deliver(
+    replies: &mut BytesMut,
+    waiting: &mut VecDeque<oneshot::Sender<Result<Reply, CallError>>>,
+    lane: &Lane,
+    backend: &super::Backend,
+    flavor: crate::protocols::thrift::Flavor,
+    max_frame: usize,
+) -> Result<(), End> {
+    while !replies.is_empty() {
+        match delimit(flavor, replies, max_frame).map_err(End::BadReply)? {
+            Delimit::Complete { len, header } => {
+                let Some(reply) = waiting.pop_front() else {
+                    return Err(End::OutOfStep);
+                };
+                let bytes = replies.split_to(len).freeze();
+                backend.note_reply();
+                lane.in_flight.fetch_sub(1, Ordering::AcqRel);
+                let _ = reply.send(Ok(Reply { bytes, header }));
+            }
+            Delimit::NeedMore { at_least } => {
+                replies.reserve(at_least.saturating_sub(replies.len()).max(READ_CHUNK));
+                return Ok(());
+            }
+        }
+    }
+    if replies.capacity() - replies.len() < READ_CHUNK / 4 {
+        replies.reserve(READ_CHUNK);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "lane_tests.rs"]
+mod tests;

@@ -1,0 +1,189 @@
+//! Lane tests over real loopback sockets: calls share one connection and
+//! come back to the right caller, the lane gives its connection and slot
+//! back when done, and a stuck or closed connection fails the calls on it
+//! the right way.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::Registry;
+use thrift::protocol::TMessageType;
+
+use super::{call, join, open, Ticket};
+use crate::protocols::thrift::Flavor;
+use crate::upstream::health::{ping_call, CheckResult};
+use crate::upstream::testing::{config, eventually, Mode, Responder};
+use crate::upstream::{CallError, Outgoing, Reply, Upstream};
+
+const FB: Flavor = Flavor::FRAMED_BINARY;
+
+fn upstream(backend: &Responder, max_connections: usize, extra: &str) -> Arc<Upstream> {
+    let up = Upstream::new(
+        &config(&[(backend.addr, max_connections, FB)], extra),
+        &Registry::new(),
+    )
+    .expect("metrics register");
+    up.record_check(0, &CheckResult::Success);
+    up
+}
+
+fn ping(seqid: i32) -> Outgoing {
+    Outgoing::new(ping_call(FB, seqid).expect("encode").into())
+}
+
+/// Opens a lane and joins it until it holds `calls` places.
+async fn lane_with(up: &Arc<Upstream>, calls: usize) -> Vec<Ticket> {
+    let slot = up.acquire().await.expect("slot");
+    let mut tickets = vec![open(up, slot).await.expect("lane opens")];
+    for _ in 1..calls {
+        tickets.push(join(up).expect("room on the lane"));
+    }
+    tickets
+}
+
+/// Sends every ticket's ping at once; results in ticket order.
+async fn send_all(
+    up: &Arc<Upstream>,
+    tickets: Vec<Ticket>,
+    deadline: Duration,
+) -> Vec<Result<Reply, CallError>> {
+    let calls: Vec<_> = tickets
+        .into_iter()
+        .enumerate()
+        .map(|(i, ticket)| {
+            let up = Arc::clone(up);
+            tokio::spawn(async move { call(&up, ticket, ping(100 + i as i32), deadline).await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for c in calls {
+        results.push(c.await.expect("call task"));
+    }
+    results
+}
+
+#[tokio::test]
+async fn calls_share_one_connection_and_each_gets_its_own_reply() {
+    let backend = Responder::start(FB).await;
+    backend.set_mode(Mode::Delay(Duration::from_millis(5)));
+    let up = upstream(&backend, 4, "");
+    let tickets = lane_with(&up, 10).await;
+    assert_eq!(up.scheduler.in_use(0), 1, "a lane holds one slot");
+    let results = send_all(&up, tickets, Duration::from_secs(5)).await;
+    for (i, result) in results.into_iter().enumerate() {
+        let reply = result.expect("reply");
+        assert_eq!(reply.header.kind, TMessageType::Reply);
+        assert_eq!(
+            reply.header.seqid,
+            100 + i as i32,
+            "reply {i} to its caller"
+        );
+    }
+    assert_eq!(backend.accepted.load(Ordering::SeqCst), 1, "one connection");
+    assert_eq!(backend.calls().len(), 10);
+    assert_eq!(
+        up.metrics
+            .pipelined_total
+            .with_label_values(&[&up.backends[0].label])
+            .get(),
+        9,
+        "every call after the first joined"
+    );
+    eventually("the lane retires: connection pooled, slot freed", || {
+        up.backends[0].lanes.active_count() == 0
+            && up.scheduler.in_use(0) == 0
+            && up.backends[0].pool.idle_count() == 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_lane_takes_no_more_than_pipeline_depth_calls() {
+    let backend = Responder::start(FB).await;
+    let up = upstream(&backend, 4, "[forwarding]\npipeline_depth = 3\n");
+    let tickets = lane_with(&up, 3).await;
+    assert!(join(&up).is_none(), "a full lane takes no fourth call");
+    drop(tickets);
+    eventually("tickets dropped unused give the lane back", || {
+        up.backends[0].lanes.active_count() == 0 && up.scheduler.in_use(0) == 0
+    })
+    .await;
+    assert!(join(&up).is_none(), "a retired lane cannot be joined");
+}
+
+#[tokio::test]
+async fn a_lane_of_a_backend_that_is_down_is_not_joined() {
+    let backend = Responder::start(FB).await;
+    let up = upstream(&backend, 4, "[health]\nfall = 1\n");
+    let _tickets = lane_with(&up, 1).await;
+    up.report_failure(0, "test");
+    assert!(join(&up).is_none());
+}
+
+#[tokio::test]
+async fn a_call_past_its_deadline_closes_the_connection_under_the_others() {
+    let backend = Responder::start(FB).await;
+    backend.set_mode(Mode::Hang);
+    let up = upstream(&backend, 4, "");
+    let mut tickets = lane_with(&up, 3).await;
+    let others = tickets.split_off(1);
+    let first = tickets.pop().expect("first ticket");
+    let slow = {
+        let up = Arc::clone(&up);
+        tokio::spawn(async move { send_all(&up, others, Duration::from_secs(30)).await })
+    };
+    let result = call(&up, first, ping(1), Duration::from_millis(100)).await;
+    assert!(
+        matches!(result, Err(CallError::Timeout { .. })),
+        "{result:?}"
+    );
+    let others = tokio::time::timeout(Duration::from_secs(5), slow)
+        .await
+        .expect("the other calls end at once, not at their own deadline")
+        .expect("task");
+    for result in others {
+        let error = result.expect_err("no reply");
+        assert!(
+            matches!(error, CallError::PipelineBroken | CallError::Write(_)),
+            "{error:?}"
+        );
+    }
+    eventually("connection closed, slot freed, nothing pooled", || {
+        backend.open.load(Ordering::SeqCst) == 0
+            && up.scheduler.in_use(0) == 0
+            && up.backends[0].pool.idle_count() == 0
+            && up.backends[0].lanes.active_count() == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_backend_that_closes_the_connection_fails_the_calls_written_on_it() {
+    let backend = Responder::start(FB).await;
+    backend.set_mode(Mode::Hang);
+    let up = upstream(&backend, 4, "");
+    let tickets = lane_with(&up, 4).await;
+    let calls = {
+        let up = Arc::clone(&up);
+        tokio::spawn(async move { send_all(&up, tickets, Duration::from_secs(5)).await })
+    };
+    // The hanging backend reads the first call and swallows the rest.
+    eventually("the calls reached the backend", || {
+        backend.calls().len() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    backend.close_connections();
+    let results = calls.await.expect("task");
+    for result in results {
+        let error = result.expect_err("connection closed");
+        assert!(error.delivered(), "written calls may have run: {error:?}");
+    }
+    eventually("slot freed, nothing pooled", || {
+        up.scheduler.in_use(0) == 0
+            && up.backends[0].pool.idle_count() == 0
+            && up.backends[0].lanes.active_count() == 0
+    })
+    .await;
+}
