@@ -9,6 +9,11 @@
 //! Through probegate none of them should ever reach the backend; straight at
 //! the backend, or through HAProxy, every one does (the HTTP one even through
 //! HAProxy's inspect-delay configuration, because it carries bytes).
+//!
+//! The storm threads run at Linux's idle scheduling priority (`SCHED_IDLE`):
+//! they share the load generator's CPU, and at normal priority the client
+//! whose latency is measured would wait behind them, so the p99 would
+//! measure the bench as much as the proxy. The achieved rate is reported.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -94,6 +99,7 @@ impl Storm {
                 let stop = Arc::clone(&stop);
                 let counters = Arc::clone(&counters);
                 thread::spawn(move || {
+                    lower_to_idle_priority();
                     let mut n = t as u64;
                     let mut next = Instant::now();
                     while !stop.load(Ordering::Relaxed) {
@@ -135,6 +141,31 @@ impl Storm {
             missed: c.missed.load(Ordering::Relaxed),
             elapsed: self.started.elapsed(),
         }
+    }
+}
+
+/// Puts the calling thread in the `SCHED_IDLE` class, so that any normal
+/// thread on its CPU (the measured client) runs first. Done with
+/// util-linux's `chrt` on the thread's id, which keeps the bench free of
+/// `unsafe`. Best effort: where it fails, the storm runs at normal priority
+/// and says so.
+fn lower_to_idle_priority() {
+    let tid = std::fs::read_link("/proc/thread-self").ok().and_then(|link| {
+        link.file_name()
+            .and_then(|name| name.to_str())
+            .map(str::to_string)
+    });
+    let outcome = match tid {
+        Some(tid) => std::process::Command::new("chrt")
+            .args(["--idle", "-p", "0", &tid])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .map_err(|e| e.to_string())
+            .and_then(|s| s.success().then_some(()).ok_or(s.to_string())),
+        None => Err("no /proc/thread-self".to_string()),
+    };
+    if let Err(why) = outcome {
+        eprintln!("bench: probe storm thread stays at normal priority (chrt --idle: {why})");
     }
 }
 
