@@ -150,11 +150,13 @@ impl Storm {
 /// `unsafe`. Best effort: where it fails, the storm runs at normal priority
 /// and says so.
 fn lower_to_idle_priority() {
-    let tid = std::fs::read_link("/proc/thread-self").ok().and_then(|link| {
-        link.file_name()
-            .and_then(|name| name.to_str())
-            .map(str::to_string)
-    });
+    let tid = std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|link| {
+            link.file_name()
+                .and_then(|name| name.to_str())
+                .map(str::to_string)
+        });
     let outcome = match tid {
         Some(tid) => std::process::Command::new("chrt")
             .args(["--idle", "-p", "0", &tid])

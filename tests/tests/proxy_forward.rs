@@ -191,6 +191,25 @@ fn many_persistent_clients_share_two_workers_fairly() {
     );
     let accepted = metric(backend.admin_addr(), "uploader_connections_accepted_total");
     assert!(accepted <= 2.0, "backend accepted {accepted} connections");
+    // 64 clients on 2 connections: the pings were pipelined (the default
+    // forwarding.pipeline_methods), and the uploader answered each in order.
+    let pipelined = metric(
+        proxy.admin_addr(),
+        &format!(
+            "probegate_backend_pipelined_total{{backend=\"{}\"}}",
+            backend.thrift_addr()
+        ),
+    );
+    assert!(pipelined > 0.0, "no ping was pipelined");
+    let calls: usize = through_proxy.iter().sum();
+    let replies = metric(
+        proxy.admin_addr(),
+        "probegate_requests_total{method=\"ping\",outcome=\"reply\"}",
+    );
+    assert!(
+        replies >= calls as f64,
+        "{calls} calls completed but probegate counted {replies} replies"
+    );
 
     // The same load straight at the backend: two clients hold both workers.
     let direct = ping_load(backend.thrift_addr(), CLIENTS, window);

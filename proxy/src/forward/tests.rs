@@ -433,3 +433,35 @@ async fn nothing_is_pipelined_behind_a_call_outside_pipeline_methods() {
     assert_eq!(backend.calls(), ["ping", "upload", "ping"]);
     assert_eq!(pipelined(), 0);
 }
+
+/// Pipelined calls are converted to the backend's dialect like any other:
+/// a frame prefix added for buffered clients, a re-encoding for compact
+/// ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_calls_are_converted_to_the_backends_dialect() {
+    for flavor in [Flavor::BUFFERED_BINARY, Flavor::FRAMED_COMPACT] {
+        let backend = Responder::start(FB).await;
+        backend.set_mode(Mode::Delay(Duration::from_millis(2)));
+        let (up, addr) = proxy(&config(&[(backend.addr, 2, FB)], ""), flavor).await;
+        let clients: Vec<_> = (0..8)
+            .map(|_| {
+                tokio::spawn(blocking(move || {
+                    let mut c = client(addr, flavor);
+                    for _ in 0..5 {
+                        assert_eq!(c.ping().expect("ping"), "pong", "{flavor}");
+                    }
+                }))
+            })
+            .collect();
+        for c in clients {
+            c.await.expect("client");
+        }
+        assert_eq!(requests(&up, "ping", "reply"), 40, "{flavor}");
+        let joined = up
+            .metrics
+            .pipelined_total
+            .with_label_values(&[&up.backends[0].label])
+            .get();
+        assert!(joined > 0, "{flavor}: nothing was pipelined");
+    }
+}
