@@ -265,7 +265,12 @@ async fn forward_call(
         } else {
             dispatch_alone(upstream, &message, flavor, oneway).await
         };
-        let (index, out_len, result) = match dispatched {
+        let Dispatched {
+            backend: index,
+            sent_bytes,
+            result,
+            on_lane,
+        } = match dispatched {
             Ok(sent) => sent,
             Err(Undispatched::Slot(e @ AcquireError::QueueTimeout { .. })) => {
                 return fail(Outcome::Timeout, e.to_string())
@@ -280,7 +285,11 @@ async fn forward_call(
         };
         let backend = &upstream.backends[index];
         if result.as_ref().map_or_else(CallError::delivered, |_| true) {
-            upstream.metrics.request.to_backend.inc_by(out_len as u64);
+            upstream
+                .metrics
+                .request
+                .to_backend
+                .inc_by(sent_bytes as u64);
         }
         match result {
             Ok(None) => return (Answer::Nothing, Outcome::Oneway),
@@ -309,9 +318,9 @@ async fn forward_call(
                 );
             }
             Err(e) => {
-                // A broken pipeline is the consequence of a timeout already
-                // reported, not a failure of its own.
-                if !matches!(e, CallError::PipelineBroken) {
+                // A pipelined connection reports its own end once, however
+                // many calls it takes down.
+                if !on_lane {
                     upstream.report_failure(index, &e.to_string());
                 }
                 let again = if e.delivered() {
@@ -338,9 +347,17 @@ enum Undispatched {
     Convert(InvalidThrift),
 }
 
-/// A call that was sent (or tried): its backend's index, its size in the
-/// backend's dialect, and what came of it.
-type Dispatched = (usize, usize, Result<Option<Reply>, CallError>);
+/// A call that was sent (or tried).
+struct Dispatched {
+    /// The backend's index.
+    backend: usize,
+    /// The call's size in the backend's dialect.
+    sent_bytes: usize,
+    result: Result<Option<Reply>, CallError>,
+    /// Whether it went on a pipelined connection (whose failures the lane
+    /// reports itself, once).
+    on_lane: bool,
+}
 
 /// Sends a call on a backend connection of its own, taking a slot (and
 /// queueing for one when all are taken).
@@ -371,7 +388,12 @@ async fn send_alone(
     )
     .map_err(Undispatched::Convert)?;
     let result = exchange(upstream, &slot, &out, oneway, config.timeouts.request.get()).await;
-    Ok((index, out.len(), result))
+    Ok(Dispatched {
+        backend: index,
+        sent_bytes: out.len(),
+        result,
+        on_lane: false,
+    })
 }
 
 /// Sends a call of `forwarding.pipeline_methods`: behind other such calls
@@ -393,10 +415,7 @@ async fn dispatch_pipelined(
             if upstream.scheduler.in_use(index) <= 1 {
                 return send_alone(upstream, slot, message, flavor, false).await;
             }
-            match lane::open(upstream, slot).await {
-                Ok(ticket) => ticket,
-                Err(e) => return Ok((index, 0, Err(e))),
-            }
+            lane::open(upstream, slot)
         }
     };
     let index = ticket.backend;
@@ -407,7 +426,12 @@ async fn dispatch_pipelined(
         config.limits.max_frame_bytes,
     )
     .map_err(Undispatched::Convert)?;
-    let len = out.len();
+    let sent_bytes = out.len();
     let result = lane::call(upstream, ticket, out, config.timeouts.request.get()).await;
-    Ok((index, len, result.map(Some)))
+    Ok(Dispatched {
+        backend: index,
+        sent_bytes,
+        result: result.map(Some),
+        on_lane: true,
+    })
 }

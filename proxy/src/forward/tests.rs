@@ -465,3 +465,39 @@ async fn pipelined_calls_are_converted_to_the_backends_dialect() {
         assert!(joined > 0, "{flavor}: nothing was pipelined");
     }
 }
+
+/// When the backend closes a pipelined connection carrying several calls,
+/// that is one failure toward `health.fall`, not one per call: the backend
+/// stays up and the retried pings are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_pipelined_connection_counts_as_one_failure() {
+    let backend = Responder::start(FB).await;
+    backend.set_mode(Mode::Hang);
+    let cfg = config(&[(backend.addr, 2, FB)], "[health]\nfall = 3\n");
+    let (up, addr) = proxy(&cfg, FB).await;
+    let clients: Vec<_> = (0..6)
+        .map(|_| tokio::spawn(blocking(move || client(addr, FB).ping())))
+        .collect();
+    // At least four calls on one pipelined connection (a call that finds
+    // both slots taken just before a lane opens waits for a slot instead).
+    eventually("pings pipelined on one connection", || {
+        up.metrics
+            .pipelined_total
+            .with_label_values(&[&up.backends[0].label])
+            .get()
+            >= 3
+    })
+    .await;
+    backend.set_mode(Mode::Normal);
+    backend.close_connections();
+    for c in clients {
+        let answer = c.await.expect("client").map_err(app_error);
+        assert_eq!(answer.as_deref(), Ok("pong"), "retried ping served");
+    }
+    assert_eq!(
+        up.backends[0].state(),
+        crate::upstream::State::Up,
+        "each lost connection is one failure, below fall = 3"
+    );
+    assert_eq!(requests(&up, "ping", "reply"), 6);
+}

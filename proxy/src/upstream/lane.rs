@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::call::{CallError, InFlight, Outgoing, Reply};
-use super::pool::PooledConn;
+use super::pool::{ConnectError, PooledConn};
 use super::queue::Slot;
 use super::Upstream;
 use crate::protocols::thrift::{delimit, Delimit, InvalidThrift};
@@ -74,6 +74,9 @@ pub struct Ticket {
     /// The index of the lane's backend.
     pub backend: usize,
     used: bool,
+    /// Taken on a lane that already carried calls (counted as pipelined
+    /// when the call is sent).
+    joined: bool,
 }
 
 impl Drop for Ticket {
@@ -108,6 +111,16 @@ impl Lanes {
         self.lock().len()
     }
 
+    /// The calls on this backend's fullest lane with room, if any.
+    fn fullest_with_room(&self, depth: usize) -> Option<usize> {
+        self.lock()
+            .iter()
+            .filter(|lane| !lane.broken.is_cancelled())
+            .map(|lane| lane.in_flight.load(Ordering::Acquire))
+            .filter(|in_flight| *in_flight < depth)
+            .max()
+    }
+
     /// Joins the fullest lane with room (fullest, so that calls arriving
     /// together share one send); `None` when every lane is at `depth`.
     fn join(&self, depth: usize) -> Option<Arc<Lane>> {
@@ -120,7 +133,6 @@ impl Lanes {
             .max_by_key(|(in_flight, _)| *in_flight)
             .map(|(_, lane)| lane)?;
         lane.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.pipelined.inc();
         Some(Arc::clone(lane))
     }
 
@@ -143,26 +155,37 @@ impl Lanes {
 /// the lane, counted as one more call on it.
 pub fn join(upstream: &Upstream) -> Option<Ticket> {
     let depth = upstream.config.forwarding.pipeline_depth;
-    upstream
+    // The fullest lane across backends; if it fills up in between, the
+    // next fullest of its backend is taken, or none (the caller then takes
+    // a slot like any call).
+    let (index, _) = upstream
         .backends
         .iter()
         .enumerate()
         .filter(|(index, _)| upstream.scheduler.is_up(*index))
-        .find_map(|(index, backend)| {
-            backend.lanes.join(depth).map(|lane| Ticket {
-                lane,
-                backend: index,
-                used: false,
-            })
+        .filter_map(|(index, backend)| {
+            backend
+                .lanes
+                .fullest_with_room(depth)
+                .map(|calls| (index, calls))
         })
+        .max_by_key(|(_, calls)| *calls)?;
+    let lane = upstream.backends[index].lanes.join(depth)?;
+    Some(Ticket {
+        lane,
+        backend: index,
+        used: false,
+        joined: true,
+    })
 }
 
-/// Opens a lane on the slot's backend (a pooled connection or a new one)
-/// with one call counted on it, for the caller to send with [`call`].
-pub async fn open(upstream: &Arc<Upstream>, slot: Slot) -> Result<Ticket, CallError> {
+/// Opens a lane on the slot's backend with one call counted on it, for the
+/// caller to send with [`call`]. The lane can be joined at once; its task
+/// takes a pooled connection (or opens one) and fails every call as never
+/// sent if it cannot.
+pub fn open(upstream: &Arc<Upstream>, slot: Slot) -> Ticket {
     let index = slot.backend();
     let backend = &upstream.backends[index];
-    let conn = backend.pool.get().await?;
     let (calls, queued) = mpsc::unbounded_channel();
     let lane = Arc::new(Lane {
         calls,
@@ -170,18 +193,13 @@ pub async fn open(upstream: &Arc<Upstream>, slot: Slot) -> Result<Ticket, CallEr
         broken: CancellationToken::new(),
     });
     backend.lanes.lock().push(Arc::clone(&lane));
-    tokio::spawn(drive(
-        Arc::clone(upstream),
-        slot,
-        conn,
-        Arc::clone(&lane),
-        queued,
-    ));
-    Ok(Ticket {
+    tokio::spawn(drive(Arc::clone(upstream), slot, Arc::clone(&lane), queued));
+    Ticket {
         lane,
         backend: index,
         used: false,
-    })
+        joined: false,
+    }
 }
 
 /// Sends `out` on the ticket's lane and waits for its reply, at most
@@ -192,20 +210,38 @@ pub async fn call(
     out: Outgoing,
     deadline: Duration,
 ) -> Result<Reply, CallError> {
-    let _in_flight = InFlight::new(&upstream.backends[ticket.backend].in_flight);
+    let backend = &upstream.backends[ticket.backend];
+    let _in_flight = InFlight::new(&backend.in_flight);
     let (reply, answer) = oneshot::channel();
     ticket.used = true;
     let lane = &ticket.lane;
     if lane.calls.send(Some(Queued { out, reply })).is_err() {
         return Err(not_written());
     }
-    match tokio::time::timeout(deadline, answer).await {
+    if ticket.joined {
+        backend.lanes.pipelined.inc();
+    }
+    // Whatever ends this wait without an answer (the deadline, or this
+    // future being dropped) breaks the lane: the calls behind this one
+    // must not wait on a connection nobody bounds any more.
+    let mut guard = BreakUnlessAnswered(Some(&lane.broken));
+    let result = match tokio::time::timeout(deadline, answer).await {
         Ok(Ok(result)) => result,
-        // The lane's task ended without answering: only at runtime shutdown.
+        // The lane's task ended without answering (runtime shutdown).
         Ok(Err(_)) => Err(CallError::Closed),
-        Err(_) => {
-            lane.broken.cancel();
-            Err(CallError::Timeout { limit: deadline })
+        Err(_) => return Err(CallError::Timeout { limit: deadline }),
+    };
+    guard.0 = None;
+    result
+}
+
+/// Breaks a lane when dropped still armed (see [`call`]).
+struct BreakUnlessAnswered<'a>(Option<&'a CancellationToken>);
+
+impl Drop for BreakUnlessAnswered<'_> {
+    fn drop(&mut self) {
+        if let Some(broken) = self.0 {
+            broken.cancel();
         }
     }
 }
@@ -254,6 +290,8 @@ impl End {
     /// The error for a call that was written before the lane stopped.
     fn error(&self) -> CallError {
         match self {
+            // A lane ends idle only with no call left; out of step, only
+            // unwritten calls remain (see `deliver`).
             End::Idle | End::Closed | End::OutOfStep => CallError::Closed,
             End::Broken => CallError::PipelineBroken,
             End::ReadFailed(e) => CallError::Read(io::Error::new(e.kind(), e.to_string())),
@@ -263,8 +301,47 @@ impl End {
     }
 }
 
-/// The lane's task: owns the connection and the slot until the lane ends.
+/// The lane's task: holds the slot until the lane ends, and the connection
+/// once it has one.
 async fn drive(
+    upstream: Arc<Upstream>,
+    slot: Slot,
+    lane: Arc<Lane>,
+    mut queued: mpsc::UnboundedReceiver<Option<Queued>>,
+) {
+    let backend = &upstream.backends[slot.backend()];
+    match backend.pool.get().await {
+        Ok(conn) => serve(upstream, slot, conn, lane, queued).await,
+        Err(e) => {
+            backend.lanes.remove(&lane);
+            upstream.report_failure(slot.backend(), &e.to_string());
+            queued.close();
+            while let Ok(item) = queued.try_recv() {
+                if let Some(Queued { reply, .. }) = item {
+                    let _ = reply.send(Err(CallError::Connect(copy_connect_error(&e))));
+                }
+            }
+        }
+    }
+}
+
+/// `ConnectError` holds an `io::Error`, which cannot be cloned.
+fn copy_connect_error(e: &ConnectError) -> ConnectError {
+    match e {
+        ConnectError::Timeout { addr, limit } => ConnectError::Timeout {
+            addr: *addr,
+            limit: *limit,
+        },
+        ConnectError::Io { addr, source } => ConnectError::Io {
+            addr: *addr,
+            source: io::Error::new(source.kind(), source.to_string()),
+        },
+    }
+}
+
+/// Runs a lane on its connection until it ends: idle (the connection goes
+/// back to the pool) or broken (it is closed).
+async fn serve(
     upstream: Arc<Upstream>,
     slot: Slot,
     mut conn: PooledConn,
@@ -282,6 +359,11 @@ async fn drive(
     let mut replies = BytesMut::with_capacity(READ_CHUNK);
     let (mut reader, writer) = conn.stream().split();
     let end = loop {
+        // Bytes left over once every call is answered would be read by the
+        // next user of the connection: the lane ends out of step instead.
+        if waiting.is_empty() && !replies.is_empty() {
+            break End::OutOfStep;
+        }
         if waiting.is_empty() && backend.lanes.retire_if_idle(&lane) {
             break End::Idle;
         }
@@ -294,7 +376,8 @@ async fn drive(
                     Ok(_) => {}
                     Err(e) => break End::ReadFailed(e),
                 }
-                if let Err(end) = deliver(&mut replies, &mut waiting, &lane, backend, flavor, max_frame) {
+                let written = waiting.len() - unwritten;
+                if let Err(end) = deliver(&mut replies, &mut waiting, written, &lane, backend, flavor, max_frame) {
                     break end;
                 }
             }
@@ -304,7 +387,8 @@ async fn drive(
                 }
             }
             call = queued.recv() => {
-                let Some(first) = call else { break End::Closed };
+                // `None` cannot happen: this task's `Lane` holds a sender.
+                let Some(first) = call else { break End::OutOfStep };
                 // Let the other tasks that are ready now queue their calls,
                 // so that they share this send.
                 if first.is_some() {
@@ -336,6 +420,11 @@ async fn drive(
     if !matches!(end, End::Idle) {
         backend.lanes.remove(&lane);
         tracing::debug!(backend = %backend.label, calls = waiting.len(), reason = %end.reason(), "pipelined backend connection closed");
+        // One failure of the backend, however many calls it takes down (a
+        // broken lane's timeout is reported by the call that timed out).
+        if !matches!(end, End::Broken) {
+            upstream.report_failure(slot.backend(), &end.reason());
+        }
     }
     // Calls never written are safe to send again; the others may have run.
     queued.close();
@@ -344,7 +433,7 @@ async fn drive(
             let _ = reply.send(Err(not_written()));
         }
     }
-    let written = waiting.len() - unwritten;
+    let written = waiting.len().saturating_sub(unwritten);
     for (i, reply) in waiting.into_iter().enumerate() {
         let error = if i < written {
             end.error()
@@ -388,7 +477,7 @@ fn write_some(
             }
             written -= chunk.bytes.len();
             if chunk.ends_call {
-                *unwritten -= 1;
+                *unwritten = unwritten.saturating_sub(1);
             }
             outgoing.pop_front();
         }
@@ -396,10 +485,13 @@ fn write_some(
     Ok(())
 }
 
-/// Hands every whole reply in `replies` to the oldest waiting call.
+/// Hands every whole reply in `replies` to the oldest waiting call, among
+/// the `written` oldest (a reply for a call not completely written yet is
+/// not its reply: the backend is out of step).
 fn deliver(
     replies: &mut BytesMut,
     waiting: &mut VecDeque<oneshot::Sender<Result<Reply, CallError>>>,
+    mut written: usize,
     lane: &Lane,
     backend: &super::Backend,
     flavor: crate::protocols::thrift::Flavor,
@@ -408,9 +500,13 @@ fn deliver(
     while !replies.is_empty() {
         match delimit(flavor, replies, max_frame).map_err(End::BadReply)? {
             Delimit::Complete { len, header } => {
+                if written == 0 {
+                    return Err(End::OutOfStep);
+                }
                 let Some(reply) = waiting.pop_front() else {
                     return Err(End::OutOfStep);
                 };
+                written -= 1;
                 let bytes = replies.split_to(len).freeze();
                 backend.note_reply();
                 lane.in_flight.fetch_sub(1, Ordering::AcqRel);

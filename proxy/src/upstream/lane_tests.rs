@@ -35,7 +35,7 @@ fn ping(seqid: i32) -> Outgoing {
 /// Opens a lane and joins it until it holds `calls` places.
 async fn lane_with(up: &Arc<Upstream>, calls: usize) -> Vec<Ticket> {
     let slot = up.acquire().await.expect("slot");
-    let mut tickets = vec![open(up, slot).await.expect("lane opens")];
+    let mut tickets = vec![open(up, slot)];
     for _ in 1..calls {
         tickets.push(join(up).expect("room on the lane"));
     }
@@ -162,7 +162,7 @@ async fn a_call_past_its_deadline_closes_the_connection_under_the_others() {
 async fn a_backend_that_closes_the_connection_fails_the_calls_written_on_it() {
     let backend = Responder::start(FB).await;
     backend.set_mode(Mode::Hang);
-    let up = upstream(&backend, 4, "");
+    let up = upstream(&backend, 4, "[health]\nfall = 2\n");
     let tickets = lane_with(&up, 4).await;
     let calls = {
         let up = Arc::clone(&up);
@@ -179,6 +179,85 @@ async fn a_backend_that_closes_the_connection_fails_the_calls_written_on_it() {
     for result in results {
         let error = result.expect_err("connection closed");
         assert!(error.delivered(), "written calls may have run: {error:?}");
+    }
+    eventually("slot freed, nothing pooled", || {
+        up.scheduler.in_use(0) == 0
+            && up.backends[0].pool.idle_count() == 0
+            && up.backends[0].lanes.active_count() == 0
+    })
+    .await;
+    assert_eq!(
+        up.backends[0].state(),
+        crate::upstream::State::Up,
+        "four calls lost on one connection are one failure (fall = 2)"
+    );
+}
+
+/// A backend that answers the first call it reads twice, then reads
+/// nothing more (holding the connection open).
+async fn double_replier() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            return;
+        };
+        let mut buf = bytes::BytesMut::new();
+        let call_len = loop {
+            if let Ok(crate::protocols::thrift::Delimit::Complete { len, .. }) =
+                crate::protocols::thrift::delimit(FB, &buf, 1 << 20)
+            {
+                break len;
+            }
+            if stream.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                return;
+            }
+        };
+        let body = buf[4..call_len].to_vec();
+        let reply = crate::protocols::thrift::testing::processor_reply(FB.protocol, body);
+        let mut framed = (reply.len() as u32).to_be_bytes().to_vec();
+        framed.extend_from_slice(&reply);
+        let twice = [framed.clone(), framed].concat();
+        let _ = stream.write_all(&twice).await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    });
+    addr
+}
+
+/// A reply for a call not completely written cannot be that call's: the
+/// connection is out of step, the unwritten call fails as safe to resend,
+/// and the connection is not pooled.
+#[tokio::test]
+async fn a_reply_nobody_is_waiting_for_puts_the_connection_out_of_service() {
+    let addr = double_replier().await;
+    let up = Upstream::new(&config(&[(addr, 4, FB)], ""), &Registry::new()).expect("metrics");
+    up.record_check(0, &CheckResult::Success);
+    let mut tickets = lane_with(&up, 2).await;
+    let second = tickets.pop().expect("second ticket");
+    let first = tickets.pop().expect("first ticket");
+    // A call far larger than the socket buffers: the backend reads none of
+    // it, so it stays partly written.
+    let huge = Outgoing::new(vec![0u8; 32 << 20].into());
+    let first = {
+        let up = Arc::clone(&up);
+        tokio::spawn(async move { call(&up, first, ping(1), Duration::from_secs(5)).await })
+    };
+    let second = {
+        let up = Arc::clone(&up);
+        tokio::spawn(async move { call(&up, second, huge, Duration::from_secs(5)).await })
+    };
+    let first = first.await.expect("task").expect("the first call's reply");
+    assert_eq!(first.header.seqid, 1);
+    let second = tokio::time::timeout(Duration::from_secs(4), second)
+        .await
+        .expect("the second call fails at once, not at its deadline")
+        .expect("task");
+    match second {
+        Err(error @ CallError::Write(_)) => assert!(!error.delivered()),
+        other => panic!("expected a not-written failure, got {other:?}"),
     }
     eventually("slot freed, nothing pooled", || {
         up.scheduler.in_use(0) == 0
