@@ -378,16 +378,10 @@ async fn send_alone(
     flavor: Flavor,
     oneway: bool,
 ) -> Result<Dispatched, Undispatched> {
-    let config = &upstream.config;
     let index = slot.backend();
-    let out = convert(
-        message,
-        flavor,
-        upstream.backends[index].flavor,
-        config.limits.max_frame_bytes,
-    )
-    .map_err(Undispatched::Convert)?;
-    let result = exchange(upstream, &slot, &out, oneway, config.timeouts.request.get()).await;
+    let out = for_backend(upstream, index, message, flavor)?;
+    let deadline = upstream.config.timeouts.request.get();
+    let result = exchange(upstream, &slot, &out, oneway, deadline).await;
     Ok(Dispatched {
         backend: index,
         sent_bytes: out.len(),
@@ -406,7 +400,6 @@ async fn dispatch_pipelined(
     message: &Bytes,
     flavor: Flavor,
 ) -> Result<Dispatched, Undispatched> {
-    let config = &upstream.config;
     let ticket = match lane::join(upstream) {
         Some(ticket) => ticket,
         None => {
@@ -419,19 +412,30 @@ async fn dispatch_pipelined(
         }
     };
     let index = ticket.backend;
-    let out = convert(
-        message,
-        flavor,
-        upstream.backends[index].flavor,
-        config.limits.max_frame_bytes,
-    )
-    .map_err(Undispatched::Convert)?;
+    let out = for_backend(upstream, index, message, flavor)?;
     let sent_bytes = out.len();
-    let result = lane::call(upstream, ticket, out, config.timeouts.request.get()).await;
+    let deadline = upstream.config.timeouts.request.get();
+    let result = lane::call(upstream, ticket, out, deadline).await;
     Ok(Dispatched {
         backend: index,
         sent_bytes,
         result: result.map(Some),
         on_lane: true,
     })
+}
+
+/// The call in the dialect of the backend at `index`.
+fn for_backend(
+    upstream: &Upstream,
+    index: usize,
+    message: &Bytes,
+    flavor: Flavor,
+) -> Result<Outgoing, Undispatched> {
+    convert(
+        message,
+        flavor,
+        upstream.backends[index].flavor,
+        upstream.config.limits.max_frame_bytes,
+    )
+    .map_err(Undispatched::Convert)
 }

@@ -62,6 +62,14 @@ fn app_error(e: thrift::Error) -> String {
     }
 }
 
+/// Calls sent pipelined on the first backend.
+fn pipelined(up: &Upstream) -> u64 {
+    up.metrics
+        .pipelined_total
+        .with_label_values(&[&up.backends[0].label])
+        .get()
+}
+
 fn requests(up: &Upstream, method: &str, outcome: &str) -> u64 {
     up.metrics
         .requests_total
@@ -354,7 +362,7 @@ async fn a_client_task_is_small() {
 /// backend never sees more than its 2 connections.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_pings_are_pipelined_within_the_backends_threads() {
-    for (extra, pipelined) in [("", true), ("[forwarding]\npipeline_depth = 1\n", false)] {
+    for (extra, expect_pipelining) in [("", true), ("[forwarding]\npipeline_depth = 1\n", false)] {
         let backend = Responder::start(FB).await;
         backend.set_mode(Mode::Delay(Duration::from_millis(2)));
         let (up, addr) = proxy(&config(&[(backend.addr, 2, FB)], extra), FB).await;
@@ -373,12 +381,12 @@ async fn concurrent_pings_are_pipelined_within_the_backends_threads() {
         }
         assert_eq!(requests(&up, "ping", "reply"), 240, "{extra}");
         assert!(backend.peak_open.load(Ordering::SeqCst) <= 2, "{extra}");
-        let joined = up
-            .metrics
-            .pipelined_total
-            .with_label_values(&[&up.backends[0].label])
-            .get();
-        assert_eq!(joined > 0, pipelined, "{extra}: {joined} calls pipelined");
+        let joined = pipelined(&up);
+        assert_eq!(
+            joined > 0,
+            expect_pipelining,
+            "{extra}: {joined} calls pipelined"
+        );
     }
 }
 
@@ -417,13 +425,7 @@ async fn nothing_is_pipelined_behind_a_call_outside_pipeline_methods() {
         ["ping", "upload"],
         "the second ping must wait for a slot, not be written behind the upload"
     );
-    let pipelined = || {
-        up.metrics
-            .pipelined_total
-            .with_label_values(&[&up.backends[0].label])
-            .get()
-    };
-    assert_eq!(pipelined(), 0);
+    assert_eq!(pipelined(&up), 0);
     backend.set_mode(Mode::Normal);
     let message = upload.await.expect("upload task");
     assert_eq!(message, "request exceeded timeouts.request=600ms");
@@ -431,7 +433,7 @@ async fn nothing_is_pipelined_behind_a_call_outside_pipeline_methods() {
     assert!(first.is_err(), "the first ping timed out: {first:?}");
     assert_eq!(ping.await.expect("ping task").expect("ping served"), "pong");
     assert_eq!(backend.calls(), ["ping", "upload", "ping"]);
-    assert_eq!(pipelined(), 0);
+    assert_eq!(pipelined(&up), 0);
 }
 
 /// Pipelined calls are converted to the backend's dialect like any other:
@@ -457,11 +459,7 @@ async fn pipelined_calls_are_converted_to_the_backends_dialect() {
             c.await.expect("client");
         }
         assert_eq!(requests(&up, "ping", "reply"), 40, "{flavor}");
-        let joined = up
-            .metrics
-            .pipelined_total
-            .with_label_values(&[&up.backends[0].label])
-            .get();
+        let joined = pipelined(&up);
         assert!(joined > 0, "{flavor}: nothing was pipelined");
     }
 }
@@ -480,14 +478,7 @@ async fn a_lost_pipelined_connection_counts_as_one_failure() {
         .collect();
     // At least four calls on one pipelined connection (a call that finds
     // both slots taken just before a lane opens waits for a slot instead).
-    eventually("pings pipelined on one connection", || {
-        up.metrics
-            .pipelined_total
-            .with_label_values(&[&up.backends[0].label])
-            .get()
-            >= 3
-    })
-    .await;
+    eventually("pings pipelined on one connection", || pipelined(&up) >= 3).await;
     backend.set_mode(Mode::Normal);
     backend.close_connections();
     for c in clients {
