@@ -76,9 +76,19 @@ fn check_config(file: &Path) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let mode = match config.forwarding.mode {
-        ForwardingMode::Request => "request",
-        ForwardingMode::Connection => "connection",
+    let forwarding = &config.forwarding;
+    let mode = match forwarding.mode {
+        ForwardingMode::Connection => "connection".to_string(),
+        ForwardingMode::Request
+            if forwarding.pipeline_depth > 1 && !forwarding.pipeline_methods.is_empty() =>
+        {
+            format!(
+                "request (pipelining {} up to {} per connection)",
+                forwarding.pipeline_methods.join(", "),
+                forwarding.pipeline_depth
+            )
+        }
+        ForwardingMode::Request => "request".to_string(),
     };
     let slots: usize = config.backends.iter().map(|b| b.max_connections).sum();
     println!(

@@ -97,6 +97,10 @@ fn check_config_accepts_the_shipped_configs() {
             String::from_utf8_lossy(&output.stderr)
         );
         assert!(stdout.starts_with("ok:"), "{file}: {stdout}");
+        assert!(
+            stdout.contains("forwarding by request (pipelining ping up to 32 per connection)"),
+            "{file}: {stdout}"
+        );
     }
 }
 
