@@ -27,6 +27,7 @@ use crate::upstream::{Outgoing, Upstream};
 
 mod buffers;
 mod connection;
+mod dispatch;
 mod request;
 
 /// Serve one client connection already recognised as Thrift. `buffered`

@@ -1,32 +1,38 @@
 //! Request mode: whole calls, one at a time per client, each on a pooled
-//! backend connection.
+//! backend connection (quick ones possibly pipelined with other clients'
+//! calls on a shared one: `dispatch.rs`).
 //!
 //! A call is dispatched only once it is completely buffered, so a client
 //! that trickles or stalls costs proxy memory (bounded across all clients by
 //! `limits.max_buffered_bytes`: reading pauses when it is used up) and never
 //! a backend thread. Between calls a client holds no buffer at all; a
-//! message buffer starts small and grows only as far as the message needs,
+//! message buffer starts at the size of the first read (so a small call is
+//! one small allocation) and grows only as far as the message needs,
 //! except that a large message is received into a buffer from the shared
 //! stock (`buffers.rs`) when one is free, and its buffer goes back there once
 //! it is served.
 //! Pipelined calls are answered in order because they are served one after
 //! the other.
 
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use thrift::protocol::TMessageType;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::buffers::{LARGE, STOCK};
+use super::dispatch::{dispatch_alone, dispatch_pipelined, Dispatched, Undispatched};
 use super::{convert, exception_for, within, write_client, write_client_bytes};
-use crate::protocols::thrift::{delimit, Delimit, Flavor, InvalidThrift, MessageHeader};
+use crate::protocols::thrift::{delimit, Delimit, Flavor, MessageHeader};
 use crate::upstream::metrics::{method_index, Outcome, OTHER_METHOD};
-use crate::upstream::{exchange, lane, AcquireError, CallError, Outgoing, Reply, Slot, Upstream};
+use crate::upstream::{AcquireError, CallError, Outgoing, Upstream};
 
 /// The smallest read; also the size a client's buffer starts at.
 const READ_CHUNK: usize = 4 * 1024;
@@ -90,7 +96,7 @@ pub async fn serve(
         return;
     }
     loop {
-        let mut need = READ_CHUNK;
+        let need;
         if !buf.is_empty() {
             match delimit(flavor, &buf, max_frame) {
                 Ok(Delimit::Complete { len, header }) => {
@@ -121,18 +127,30 @@ pub async fn serve(
                 }
             }
         } else {
-            // Between calls: no buffer, no budget, just wait for bytes.
-            tokio::select! {
+            // Between calls: no buffer, no budget, just wait for bytes. The
+            // first bytes of the next call are read into a stack buffer and
+            // kept in an allocation of their size: a small call (a ping)
+            // then costs one small allocation instead of a READ_CHUNK one.
+            let first = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                ready = tokio::time::timeout(idle, client.readable()) => match ready {
-                    Ok(Ok(())) => {}
+                read = tokio::time::timeout(idle, std::future::poll_fn(|cx| read_first(&mut client, cx))) => match read {
+                    Ok(Ok(first)) => first,
                     Ok(Err(_)) => return,
                     Err(_) => {
                         tracing::debug!("client idle longer than timeouts.idle; closing");
                         return;
                     }
                 },
+            };
+            if first.is_empty() {
+                return;
             }
+            if within(idle, budget.take(first.len())).await != Some(true) {
+                tracing::debug!("buffer budget exhausted for timeouts.idle; closing client");
+                return;
+            }
+            buf = first;
+            continue;
         }
         let want = need.clamp(READ_CHUNK, max_read);
         // Backpressure: wait for budget, but never longer than the idle bound.
@@ -165,6 +183,21 @@ pub async fn serve(
             return;
         }
     }
+}
+
+/// The most bytes of a new call read onto the stack (see `serve`).
+const FIRST_READ: usize = 1024;
+
+/// Reads what the client has sent (up to [`FIRST_READ`] bytes) into a
+/// buffer of exactly that size; empty at end of stream. Reading through
+/// `poll_read` keeps tokio's readiness right (a short read clears it), and
+/// the stack buffer lives only for this poll, not in the client's task.
+fn read_first(client: &mut TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<BytesMut>> {
+    let mut stack = [0u8; FIRST_READ];
+    let mut read = ReadBuf::new(&mut stack);
+    Pin::new(client)
+        .poll_read(cx, &mut read)
+        .map_ok(|()| BytesMut::from(read.filled()))
 }
 
 /// Gives back a big buffer once its message is served, so a client that
@@ -337,105 +370,4 @@ async fn forward_call(
             }
         }
     }
-}
-
-/// Why a call was not sent anywhere.
-enum Undispatched {
-    /// No slot: the queue was full or timed out, or no backend is up.
-    Slot(AcquireError),
-    /// The call cannot be expressed in the backend's dialect.
-    Convert(InvalidThrift),
-}
-
-/// A call that was sent (or tried).
-struct Dispatched {
-    /// The backend's index.
-    backend: usize,
-    /// The call's size in the backend's dialect.
-    sent_bytes: usize,
-    result: Result<Option<Reply>, CallError>,
-    /// Whether it went on a pipelined connection (whose failures the lane
-    /// reports itself, once).
-    on_lane: bool,
-}
-
-/// Sends a call on a backend connection of its own, taking a slot (and
-/// queueing for one when all are taken).
-async fn dispatch_alone(
-    upstream: &Arc<Upstream>,
-    message: &Bytes,
-    flavor: Flavor,
-    oneway: bool,
-) -> Result<Dispatched, Undispatched> {
-    let slot = upstream.acquire().await.map_err(Undispatched::Slot)?;
-    send_alone(upstream, slot, message, flavor, oneway).await
-}
-
-async fn send_alone(
-    upstream: &Arc<Upstream>,
-    slot: Slot,
-    message: &Bytes,
-    flavor: Flavor,
-    oneway: bool,
-) -> Result<Dispatched, Undispatched> {
-    let index = slot.backend();
-    let out = for_backend(upstream, index, message, flavor)?;
-    let deadline = upstream.config.timeouts.request.get();
-    let result = exchange(upstream, &slot, &out, oneway, deadline).await;
-    Ok(Dispatched {
-        backend: index,
-        sent_bytes: out.len(),
-        result,
-        on_lane: false,
-    })
-}
-
-/// Sends a call of `forwarding.pipeline_methods`: behind other such calls
-/// on a pipelined connection with room if there is one (no slot needed).
-/// Otherwise it takes a slot like any call; when other calls are in flight
-/// on that backend it opens a pipelined connection that later calls can
-/// join, and when it is alone there it simply has a connection to itself.
-async fn dispatch_pipelined(
-    upstream: &Arc<Upstream>,
-    message: &Bytes,
-    flavor: Flavor,
-) -> Result<Dispatched, Undispatched> {
-    let ticket = match lane::join(upstream) {
-        Some(ticket) => ticket,
-        None => {
-            let slot = upstream.acquire().await.map_err(Undispatched::Slot)?;
-            let index = slot.backend();
-            if upstream.scheduler.in_use(index) <= 1 {
-                return send_alone(upstream, slot, message, flavor, false).await;
-            }
-            lane::open(upstream, slot)
-        }
-    };
-    let index = ticket.backend;
-    let out = for_backend(upstream, index, message, flavor)?;
-    let sent_bytes = out.len();
-    let deadline = upstream.config.timeouts.request.get();
-    let result = lane::call(upstream, ticket, out, deadline).await;
-    Ok(Dispatched {
-        backend: index,
-        sent_bytes,
-        result: result.map(Some),
-        on_lane: true,
-    })
-}
-
-/// The call in the dialect of the backend at `index`.
-fn for_backend(
-    upstream: &Upstream,
-    index: usize,
-    message: &Bytes,
-    flavor: Flavor,
-) -> Result<Outgoing, Undispatched> {
-    convert(
-        message,
-        flavor,
-        upstream.backends[index].flavor,
-        upstream.config.limits.max_frame_bytes,
-    )
-    .map_err(Undispatched::Convert)
 }

@@ -1,0 +1,113 @@
+//! How one call reaches a backend: on a connection of its own, or, for
+//! `forwarding.pipeline_methods`, pipelined with other quick calls on a
+//! shared one (`crate::upstream::lane`). `request.rs` decides what to do
+//! with the outcome (answer, retry, count).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::convert;
+use crate::protocols::thrift::{Flavor, InvalidThrift};
+use crate::upstream::{exchange, lane, AcquireError, CallError, Outgoing, Reply, Slot, Upstream};
+
+/// Why a call was not sent anywhere.
+pub(super) enum Undispatched {
+    /// No slot: the queue was full or timed out, or no backend is up.
+    Slot(AcquireError),
+    /// The call cannot be expressed in the backend's dialect.
+    Convert(InvalidThrift),
+}
+
+/// A call that was sent (or tried).
+pub(super) struct Dispatched {
+    /// The backend's index.
+    pub backend: usize,
+    /// The call's size in the backend's dialect.
+    pub sent_bytes: usize,
+    pub result: Result<Option<Reply>, CallError>,
+    /// Whether it went on a pipelined connection (whose failures the lane
+    /// reports itself, once).
+    pub on_lane: bool,
+}
+
+/// Sends a call on a backend connection of its own, taking a slot (and
+/// queueing for one when all are taken).
+pub(super) async fn dispatch_alone(
+    upstream: &Arc<Upstream>,
+    message: &Bytes,
+    flavor: Flavor,
+    oneway: bool,
+) -> Result<Dispatched, Undispatched> {
+    let slot = upstream.acquire().await.map_err(Undispatched::Slot)?;
+    send_alone(upstream, slot, message, flavor, oneway).await
+}
+
+async fn send_alone(
+    upstream: &Arc<Upstream>,
+    slot: Slot,
+    message: &Bytes,
+    flavor: Flavor,
+    oneway: bool,
+) -> Result<Dispatched, Undispatched> {
+    let index = slot.backend();
+    let out = for_backend(upstream, index, message, flavor)?;
+    let deadline = upstream.config.timeouts.request.get();
+    let result = exchange(upstream, &slot, &out, oneway, deadline).await;
+    Ok(Dispatched {
+        backend: index,
+        sent_bytes: out.len(),
+        result,
+        on_lane: false,
+    })
+}
+
+/// Sends a call of `forwarding.pipeline_methods`: behind other such calls
+/// on a pipelined connection with room if there is one (no slot needed).
+/// Otherwise it takes a slot like any call; when other calls are in flight
+/// on that backend it opens a pipelined connection that later calls can
+/// join, and when it is alone there it simply has a connection to itself.
+pub(super) async fn dispatch_pipelined(
+    upstream: &Arc<Upstream>,
+    message: &Bytes,
+    flavor: Flavor,
+) -> Result<Dispatched, Undispatched> {
+    let ticket = match lane::join(upstream) {
+        Some(ticket) => ticket,
+        None => {
+            let slot = upstream.acquire().await.map_err(Undispatched::Slot)?;
+            let index = slot.backend();
+            if upstream.scheduler.in_use(index) <= 1 {
+                return send_alone(upstream, slot, message, flavor, false).await;
+            }
+            lane::open(upstream, slot)
+        }
+    };
+    let index = ticket.backend;
+    let out = for_backend(upstream, index, message, flavor)?;
+    let sent_bytes = out.len();
+    let deadline = upstream.config.timeouts.request.get();
+    let result = lane::call(upstream, ticket, out, deadline).await;
+    Ok(Dispatched {
+        backend: index,
+        sent_bytes,
+        result: result.map(Some),
+        on_lane: true,
+    })
+}
+
+/// The call in the dialect of the backend at `index`.
+fn for_backend(
+    upstream: &Upstream,
+    index: usize,
+    message: &Bytes,
+    flavor: Flavor,
+) -> Result<Outgoing, Undispatched> {
+    convert(
+        message,
+        flavor,
+        upstream.backends[index].flavor,
+        upstream.config.limits.max_frame_bytes,
+    )
+    .map_err(Undispatched::Convert)
+}
