@@ -4,15 +4,17 @@
 //! where a message begins and ends, what its header says, how to answer with
 //! an exception in the peer's own dialect, and (when a client and a backend
 //! speak different protocols) how to re-encode a message generically. All
-//! decoding goes through the `thrift` crate's own protocol readers; the only
-//! bytes read by hand are the 4-byte frame length and the first byte that
-//! tells the encodings apart.
+//! decoding goes through the `thrift` crate's own protocol readers, except
+//! the 4-byte frame length, the first byte that tells the encodings apart,
+//! and the message header (`header`: read twice per call, and the crate's
+//! reader allocates; checked against the crate by its tests).
 //!
 //! # Layout
 //!
 //! - `sniff`: recognise the first bytes of a client connection.
 //! - `delimit`: find where the first whole message in a buffer ends.
 //! - `exception`: build a `TApplicationException` reply.
+//! - `header`: decode a message header without the crate's allocations.
 //! - `transcode`: re-encode a message from one flavor to another.
 //! - `wire` (private): the slice reader, header decoding and the generic
 //!   value walker the others share.
@@ -24,6 +26,7 @@ use thrift::protocol::{TMessageIdentifier, TMessageType};
 
 mod delimit;
 mod exception;
+mod header;
 #[cfg(test)]
 mod properties;
 mod sniff;
