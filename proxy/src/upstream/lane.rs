@@ -263,13 +263,15 @@ struct Chunk {
 enum End {
     /// No call left: the connection is clean and goes back to the pool.
     Idle,
-    /// A caller's deadline passed.
+    /// A caller's deadline passed (or it stopped waiting).
     Broken,
+    /// The backend closed the connection.
     Closed,
     ReadFailed(io::Error),
     WriteFailed(io::Error),
+    /// The backend sent bytes that are not a Thrift reply.
     BadReply(InvalidThrift),
-    /// Reply bytes arrived with no call waiting for them.
+    /// Reply bytes arrived that no completely written call was waiting for.
     OutOfStep,
 }
 
