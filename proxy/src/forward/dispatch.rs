@@ -74,14 +74,16 @@ pub(super) async fn dispatch_pipelined(
 ) -> Result<Dispatched, Undispatched> {
     let ticket = match lane::join(upstream) {
         Some(ticket) => ticket,
-        None => {
-            let slot = upstream.acquire().await.map_err(Undispatched::Slot)?;
-            let index = slot.backend();
-            if upstream.scheduler.in_use(index) <= 1 {
-                return send_alone(upstream, slot, message, flavor, false).await;
+        None => match slot_or_lane(upstream).await? {
+            SlotOrLane::Lane(ticket) => ticket,
+            SlotOrLane::Slot(slot) => {
+                let index = slot.backend();
+                if upstream.scheduler.in_use(index) <= 1 {
+                    return send_alone(upstream, slot, message, flavor, false).await;
+                }
+                lane::open(upstream, slot)
             }
-            lane::open(upstream, slot)
-        }
+        },
     };
     let index = ticket.backend;
     let out = for_backend(upstream, index, message, flavor)?;
@@ -94,6 +96,38 @@ pub(super) async fn dispatch_pipelined(
         result: result.map(Some),
         on_lane: true,
     })
+}
+
+enum SlotOrLane {
+    Slot(Slot),
+    Lane(lane::Ticket),
+}
+
+/// Waits in the slot queue like any call, but also takes a place on a
+/// pipelined connection as soon as one opens or gets room: a queued ping
+/// must not wait for a slot while later pings ride a lane past it.
+async fn slot_or_lane(upstream: &Arc<Upstream>) -> Result<SlotOrLane, Undispatched> {
+    // One acquire for the whole wait: it keeps its place in the FIFO queue
+    // (and its timeouts.queue bound) across wake-ups; dropped, it leaves
+    // the queue.
+    let acquire = upstream.acquire();
+    tokio::pin!(acquire);
+    loop {
+        // Registered before looking, so that room made in between wakes us.
+        let room = upstream.lane_room.notified();
+        tokio::pin!(room);
+        room.as_mut().enable();
+        if let Some(ticket) = lane::join(upstream) {
+            return Ok(SlotOrLane::Lane(ticket));
+        }
+        tokio::select! {
+            biased;
+            slot = &mut acquire => {
+                return slot.map(SlotOrLane::Slot).map_err(Undispatched::Slot);
+            }
+            () = &mut room => {}
+        }
+    }
 }
 
 /// The call in the dialect of the backend at `index`.

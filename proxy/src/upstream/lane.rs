@@ -193,6 +193,7 @@ pub fn open(upstream: &Arc<Upstream>, slot: Slot) -> Ticket {
         broken: CancellationToken::new(),
     });
     backend.lanes.lock().push(Arc::clone(&lane));
+    upstream.lane_room.notify_waiters();
     tokio::spawn(drive(Arc::clone(upstream), slot, Arc::clone(&lane), queued));
     Ticket {
         lane,
@@ -351,8 +352,6 @@ async fn serve(
     mut queued: mpsc::UnboundedReceiver<Option<Queued>>,
 ) {
     let backend = &upstream.backends[slot.backend()];
-    let flavor = backend.flavor;
-    let max_frame = upstream.config.limits.max_frame_bytes;
     // Calls written or being written, oldest first; the last `unwritten` of
     // them are not completely written yet.
     let mut waiting: VecDeque<oneshot::Sender<Result<Reply, CallError>>> = VecDeque::new();
@@ -379,7 +378,7 @@ async fn serve(
                     Err(e) => break End::ReadFailed(e),
                 }
                 let written = waiting.len() - unwritten;
-                if let Err(end) = deliver(&mut replies, &mut waiting, written, &lane, backend, flavor, max_frame) {
+                if let Err(end) = deliver(&mut replies, &mut waiting, written, &upstream, &lane, backend) {
                     break end;
                 }
             }
@@ -407,9 +406,7 @@ async fn serve(
                             waiting.push_back(reply);
                             unwritten += 1;
                         }
-                        None => {
-                            lane.in_flight.fetch_sub(1, Ordering::AcqRel);
-                        }
+                        None => leave(&upstream, &lane),
                     }
                     next = queued.try_recv().ok();
                 }
@@ -487,6 +484,16 @@ fn write_some(
     Ok(())
 }
 
+/// One call is done with the lane (answered, or its ticket dropped
+/// unused). A lane that was full has room now: calls waiting for a slot
+/// may join it.
+fn leave(upstream: &Upstream, lane: &Lane) {
+    let before = lane.in_flight.fetch_sub(1, Ordering::AcqRel);
+    if before == upstream.config.forwarding.pipeline_depth {
+        upstream.lane_room.notify_waiters();
+    }
+}
+
 /// Hands every whole reply in `replies` to the oldest waiting call, among
 /// the `written` oldest (a reply for a call not completely written yet is
 /// not its reply: the backend is out of step).
@@ -494,13 +501,13 @@ fn deliver(
     replies: &mut BytesMut,
     waiting: &mut VecDeque<oneshot::Sender<Result<Reply, CallError>>>,
     mut written: usize,
+    upstream: &Upstream,
     lane: &Lane,
     backend: &super::Backend,
-    flavor: crate::protocols::thrift::Flavor,
-    max_frame: usize,
 ) -> Result<(), End> {
     while !replies.is_empty() {
-        match delimit(flavor, replies, max_frame).map_err(End::BadReply)? {
+        let max_frame = upstream.config.limits.max_frame_bytes;
+        match delimit(backend.flavor, replies, max_frame).map_err(End::BadReply)? {
             Delimit::Complete { len, header } => {
                 if written == 0 {
                     return Err(End::OutOfStep);
@@ -511,7 +518,7 @@ fn deliver(
                 written -= 1;
                 let bytes = replies.split_to(len).freeze();
                 backend.note_reply();
-                lane.in_flight.fetch_sub(1, Ordering::AcqRel);
+                leave(upstream, lane);
                 let _ = reply.send(Ok(Reply { bytes, header }));
             }
             Delimit::NeedMore { at_least } => {

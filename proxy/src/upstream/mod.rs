@@ -57,6 +57,10 @@ pub struct Upstream {
     /// one permit per byte, taken as bytes are read.
     pub buffer_budget: Arc<tokio::sync::Semaphore>,
     serving: watch::Sender<bool>,
+    /// Raised when a pipelined connection opens or gets room again, so that
+    /// pipelinable calls waiting for a slot can join it instead
+    /// (`crate::upstream::lane`).
+    pub(crate) lane_room: tokio::sync::Notify,
 }
 
 impl Upstream {
@@ -119,6 +123,7 @@ impl Upstream {
             metrics,
             buffer_budget: Arc::new(tokio::sync::Semaphore::new(budget)),
             serving: watch::Sender::new(false),
+            lane_room: tokio::sync::Notify::new(),
         }))
     }
 

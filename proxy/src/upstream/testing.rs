@@ -36,6 +36,8 @@ pub enum Mode {
     Normal,
     /// Reply after this long.
     Delay(Duration),
+    /// Reply to calls of these methods after their delay, to others at once.
+    DelayMethods(Vec<(&'static str, Duration)>),
     /// Close the connection instead of replying, for the next N calls.
     CloseOnCall(usize),
     /// Never reply (the connection stays open).
@@ -158,6 +160,11 @@ async fn serve(
         match action {
             Mode::Normal => {}
             Mode::Delay(d) => tokio::time::sleep(d).await,
+            Mode::DelayMethods(delays) => {
+                if let Some((_, d)) = delays.iter().find(|(m, _)| *m == call.header.name) {
+                    tokio::time::sleep(*d).await;
+                }
+            }
             Mode::CloseOnCall(_) => return,
             Mode::Hang => {
                 // Never reply, but notice when the peer closes.
