@@ -173,6 +173,23 @@ impl Probegate {
         &self.config
     }
 
+    /// `probegate_backend_up` for `backend`: 1.0 while probegate counts it up.
+    pub fn backend_up(&self, backend: SocketAddr) -> f64 {
+        crate::metrics::metric(
+            self.admin_addr(),
+            &format!("probegate_backend_up{{backend=\"{backend}\"}}"),
+        )
+    }
+
+    /// Waits, at most `timeout`, until probegate counts each of `backends` up.
+    pub fn wait_backends_up(&self, backends: &[SocketAddr], timeout: Duration) {
+        for backend in backends {
+            crate::wait::wait_until(timeout, "probegate to see the backend up", || {
+                self.backend_up(*backend) == 1.0
+            });
+        }
+    }
+
     /// Runs `probegate` with this config and expects it to exit by itself.
     pub fn run_expecting_exit(config_text: &str) -> Finished {
         let dir = TempDir::new("probegate-exit");

@@ -38,18 +38,6 @@ fn local_ip() -> IpAddr {
     "127.0.0.1".parse().expect("literal address")
 }
 
-/// Waits until probegate has seen `backend` up.
-fn wait_ready(proxy: &Probegate, backend: &Uploader) {
-    let query = format!(
-        "probegate_backend_up{{backend=\"{}\"}}",
-        backend.thrift_addr()
-    );
-    let admin = proxy.admin_addr();
-    wait_until(PROMPT, "probegate to see the backend up", || {
-        metric(admin, &query) == 1.0
-    });
-}
-
 fn probes(m: &Metrics, source: &str, ending: &str) -> f64 {
     m.get(&format!(
         "probegate_probes_total{{source=\"{source}\",ending=\"{ending}\"}}"
@@ -190,7 +178,7 @@ fn incident_replay_probes_starve_the_backend_directly_but_never_reach_it_through
             .set("probes.sources", vec![PROBE_RANGE])
             .set("timeouts.first_byte", "500ms"),
     );
-    wait_ready(&proxy, &backend);
+    proxy.wait_backends_up(&[backend.thrift_addr()], PROMPT);
     let public = proxy.public_addr();
 
     const RST: usize = 200;
@@ -342,7 +330,7 @@ fn silent_clients_from_a_normal_address_do_not_hold_backend_workers() {
             .backend(backend.thrift_addr(), 2)
             .set("timeouts.first_byte", "1s"),
     );
-    wait_ready(&proxy, &backend);
+    proxy.wait_backends_up(&[backend.thrift_addr()], PROMPT);
     let connected_at = Instant::now();
     let mut silent: Vec<TcpStream> = (0..SILENT)
         .map(|_| TcpStream::connect(proxy.public_addr()).expect("connect"))
@@ -476,7 +464,7 @@ fn bad_input_is_closed_and_counted_by_reason_and_the_proxy_stays_healthy() {
             .set("probes.sources", vec![PROBE_RANGE])
             .set("timeouts.first_byte", "1500ms"),
     );
-    wait_ready(&proxy, &backend);
+    proxy.wait_backends_up(&[backend.thrift_addr()], PROMPT);
     let calls_before = backend_calls(&backend);
 
     // HTTP that is not a health check, from a normal address.
@@ -581,7 +569,7 @@ fn framed_non_strict_binary_is_counted_as_non_strict_binary() {
     // length, then a name length, the name and the message type.
     let backend = Uploader::start(UploaderConfig::new().workers(1));
     let proxy = Probegate::start(ProbegateConfig::new().backend(backend.thrift_addr(), 1));
-    wait_ready(&proxy, &backend);
+    proxy.wait_backends_up(&[backend.thrift_addr()], PROMPT);
     expect_rejected(
         &proxy,
         b"\x00\x00\x00\x0d\x00\x00\x00\x04ping\x01\x00\x00\x00\x01\x00",
@@ -643,7 +631,7 @@ fn proxy_protocol_headers_decide_the_client_address() {
             .set("timeouts.first_byte", "1s")
             .set("timeouts.proxy_header", "1s"),
     );
-    wait_ready(&proxy, &backend);
+    proxy.wait_backends_up(&[backend.thrift_addr()], PROMPT);
     let admin = proxy.admin_addr();
     let uploads =
         |b: &Uploader| metric(b.admin_addr(), "uploader_requests_total{method=\"upload\"}");
@@ -770,7 +758,7 @@ fn clients_allow_and_deny_decide_by_address_and_probe_sources_are_never_forwarde
             .set("clients.deny", vec!["127.0.0.4/32"])
             .set("timeouts.first_byte", "1s"),
     );
-    wait_ready(&proxy, &backend);
+    proxy.wait_backends_up(&[backend.thrift_addr()], PROMPT);
     let admin = proxy.admin_addr();
     let public = proxy.public_addr();
     let ip = |s: &str| -> IpAddr { s.parse().expect("test address") };

@@ -24,21 +24,6 @@ use e2e::{
 /// Bound on anything that should happen promptly.
 const PROMPT: Duration = Duration::from_secs(15);
 
-fn backend_up_query(backend: SocketAddr) -> String {
-    format!("probegate_backend_up{{backend=\"{backend}\"}}")
-}
-
-/// Waits until probegate has seen every backend of `backends` up.
-fn wait_ready(proxy: &Probegate, backends: &[SocketAddr]) {
-    let admin = proxy.admin_addr();
-    for b in backends {
-        let query = backend_up_query(*b);
-        wait_until(PROMPT, "probegate to see the backend up", || {
-            metric(admin, &query) == 1.0
-        });
-    }
-}
-
 fn client(addr: SocketAddr, timeout: Duration) -> ThriftClient {
     ThriftClient::connect_with(addr, Transport::Framed, Protocol::Binary, timeout).expect("connect")
 }
@@ -94,7 +79,7 @@ fn overload_beyond_max_queue_is_answered_with_an_exception_at_once() {
             .set("limits.max_queue", 0)
             .set("timeouts.request", "60s"),
     );
-    wait_ready(&proxy, &[backend.thrift_addr()]);
+    proxy.wait_backends_up(&[backend.thrift_addr()], PROMPT);
     let silent = stall_only_worker(&backend, &proxy);
 
     // A 1 MiB upload takes the only slot and stays in flight.
@@ -177,7 +162,7 @@ fn many_persistent_clients_share_two_workers_fairly() {
     let window = Duration::from_secs(3);
     let backend = Uploader::start(UploaderConfig::new().workers(2).read_timeout("0s"));
     let proxy = Probegate::start(ProbegateConfig::new().backend(backend.thrift_addr(), 2));
-    wait_ready(&proxy, &[backend.thrift_addr()]);
+    proxy.wait_backends_up(&[backend.thrift_addr()], PROMPT);
 
     let through_proxy = ping_load(proxy.public_addr(), CLIENTS, window);
     let starved: Vec<_> = through_proxy
@@ -224,7 +209,7 @@ fn many_persistent_clients_share_two_workers_fairly() {
 fn stalled_clients_hold_no_backend_connection() {
     let backend = Uploader::start(UploaderConfig::new().workers(2).read_timeout("0s"));
     let proxy = Probegate::start(ProbegateConfig::new().backend(backend.thrift_addr(), 2));
-    wait_ready(&proxy, &[backend.thrift_addr()]);
+    proxy.wait_backends_up(&[backend.thrift_addr()], PROMPT);
     let accepted_before = metric(backend.admin_addr(), "uploader_connections_accepted_total");
 
     // Five clients (more than the workers) each send half of a framed
@@ -280,7 +265,7 @@ fn a_thousand_idle_clients_cost_the_backend_nothing() {
             .backend(backend.thrift_addr(), 2)
             .set("timeouts.idle", "5m"),
     );
-    wait_ready(&proxy, &[backend.thrift_addr()]);
+    proxy.wait_backends_up(&[backend.thrift_addr()], PROMPT);
     let rss_before = rss_kib(proxy.pid());
 
     // Each client makes one call (so it is a real Thrift client, past
@@ -369,7 +354,7 @@ fn two_backends() -> (Uploader, Uploader, Probegate) {
             .set("forwarding.retry_methods", vec!["ping"])
             .set("timeouts.request", "10s"),
     );
-    wait_ready(&proxy, &[a.thrift_addr(), b.thrift_addr()]);
+    proxy.wait_backends_up(&[a.thrift_addr(), b.thrift_addr()], PROMPT);
     (a, b, proxy)
 }
 
@@ -424,7 +409,7 @@ fn backend_killed_mid_call_a_non_retried_call_gets_an_exception() {
 fn per_method_metrics_match_the_calls_made() {
     let backend = Uploader::start(UploaderConfig::new().workers(2));
     let proxy = Probegate::start(ProbegateConfig::new().backend(backend.thrift_addr(), 2));
-    wait_ready(&proxy, &[backend.thrift_addr()]);
+    proxy.wait_backends_up(&[backend.thrift_addr()], PROMPT);
     let mut c = client(proxy.public_addr(), PROMPT);
     for _ in 0..3 {
         assert_eq!(c.ping().expect("ping"), "pong");

@@ -33,13 +33,6 @@ fn health_config(backend: &Uploader) -> ProbegateConfig {
         .set("timeouts.connect", "500ms")
 }
 
-fn backend_up(proxy: &Probegate, backend: SocketAddr) -> f64 {
-    metric(
-        proxy.admin_addr(),
-        &format!("probegate_backend_up{{backend=\"{backend}\"}}"),
-    )
-}
-
 /// `HEAD /health` on the public port; `None` when the request fails.
 fn health_status(proxy: &Probegate) -> Option<u16> {
     http::head(proxy.public_addr(), "/health")
@@ -81,7 +74,7 @@ fn health_follows_the_backend_down_and_up_and_admin_agrees() {
         Probegate::start(health_config(&backend).set("health.paths", vec!["/health", "/healthz"]));
     let addr = backend.thrift_addr();
     wait_until(PROMPT, "the backend to be up", || {
-        backend_up(&proxy, addr) == 1.0
+        proxy.backend_up(addr) == 1.0
     });
 
     // Up: every configured path answers 200, GET with a reason, HEAD without.
@@ -145,7 +138,7 @@ fn health_follows_the_backend_down_and_up_and_admin_agrees() {
         get.text()
     );
     assert_eq!(ready_status(&proxy), 503);
-    assert_eq!(backend_up(&proxy, addr), 0.0);
+    assert_eq!(proxy.backend_up(addr), 0.0);
     let failed_checks = metric(
         admin,
         &format!("probegate_health_checks_total{{backend=\"{addr}\",result=\"failure\"}}"),
@@ -191,7 +184,7 @@ fn with_tcp_follows_backend_the_public_port_closes_and_reopens() {
     wait_until(PROMPT, "HEAD /health to answer 200", || {
         health_status(&proxy) == Some(200)
     });
-    assert_eq!(backend_up(&proxy, addr), 1.0);
+    assert_eq!(proxy.backend_up(addr), 1.0);
 
     backend.kill();
     let public = proxy.public_addr();
@@ -207,7 +200,7 @@ fn with_tcp_follows_backend_the_public_port_closes_and_reopens() {
     );
     // The admin port stays up and says why.
     assert_eq!(ready_status(&proxy), 503);
-    assert_eq!(backend_up(&proxy, addr), 0.0);
+    assert_eq!(proxy.backend_up(addr), 0.0);
     // Still refused a little later: the port stays closed while down.
     for _ in 0..5 {
         let refused = TcpStream::connect(public);

@@ -52,17 +52,6 @@ fn try_client_from(source: &str, target: SocketAddr) -> std::io::Result<RawClien
     ))
 }
 
-fn wait_ready(proxy: &Probegate, backend: &Uploader) {
-    let query = format!(
-        "probegate_backend_up{{backend=\"{}\"}}",
-        backend.thrift_addr()
-    );
-    let admin = proxy.admin_addr();
-    wait_until(PROMPT, "probegate to see the backend up", || {
-        metric(admin, &query) == 1.0
-    });
-}
-
 fn rejected(admin: SocketAddr, reason: &str) -> f64 {
     metric(
         admin,
@@ -114,7 +103,7 @@ fn per_source_limit_closes_extra_connections_and_serves_other_sources() {
             .set("limits.max_connections_per_source", LIMIT as i64)
             .set("timeouts.first_byte", "30s"),
     );
-    wait_ready(&proxy, &backend);
+    proxy.wait_backends_up(&[backend.thrift_addr()], PROMPT);
     let (public, admin) = (proxy.public_addr(), proxy.admin_addr());
 
     // 127.0.0.2 uses its whole allowance with live Thrift clients.
@@ -171,7 +160,7 @@ fn past_max_client_connections_new_connections_are_refused_and_counted() {
             .backend(backend.thrift_addr(), 2)
             .set("limits.max_client_connections", MAX as i64),
     );
-    wait_ready(&proxy, &backend);
+    proxy.wait_backends_up(&[backend.thrift_addr()], PROMPT);
     let (public, admin) = (proxy.public_addr(), proxy.admin_addr());
     let client = || {
         ThriftClient::connect_with(public, Transport::Framed, Protocol::Binary, PROMPT)

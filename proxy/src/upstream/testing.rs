@@ -2,7 +2,6 @@
 //! processor behind a tokio accept loop) whose behaviour tests can change,
 //! and real Thrift clients (the generated sync client over a std socket).
 
-use std::io::Cursor;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,7 +11,6 @@ use thrift::protocol::{
     TBinaryInputProtocol, TBinaryOutputProtocol, TCompactInputProtocol, TCompactOutputProtocol,
     TInputProtocol, TOutputProtocol,
 };
-use thrift::server::TProcessor;
 use thrift::transport::{
     TBufferedReadTransport, TBufferedWriteTransport, TFramedReadTransport, TFramedWriteTransport,
     TIoChannel, TTcpChannel,
@@ -21,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use uploader_idl::{UploaderSyncClient, UploaderSyncProcessor};
+use uploader_idl::UploaderSyncClient;
 
 use bytes::BytesMut;
 
@@ -177,7 +175,7 @@ async fn serve(
             Transport::Framed => &call.bytes[4..],
             Transport::Buffered => &call.bytes[..],
         };
-        let reply = process(flavor.protocol, body);
+        let (reply, _) = crate::protocols::thrift::testing::processor_answer(flavor.protocol, body);
         if reply.is_empty() {
             continue; // oneway
         }
@@ -208,24 +206,6 @@ async fn next_message(
             _ => return None,
         }
     }
-}
-
-/// The generated processor's answer to one unframed call.
-fn process(protocol: Protocol, body: &[u8]) -> Vec<u8> {
-    let processor = UploaderSyncProcessor::new(crate::protocols::thrift::testing::Handler);
-    let mut out = Vec::new();
-    let read = Cursor::new(body);
-    let _ = match protocol {
-        Protocol::Binary => processor.process(
-            &mut TBinaryInputProtocol::new(read, true),
-            &mut TBinaryOutputProtocol::new(&mut out, true),
-        ),
-        Protocol::Compact => processor.process(
-            &mut TCompactInputProtocol::new(read),
-            &mut TCompactOutputProtocol::new(&mut out),
-        ),
-    };
-    out
 }
 
 /// The generated blocking client over a real socket.

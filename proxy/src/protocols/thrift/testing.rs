@@ -126,6 +126,17 @@ impl Read for ReplyOnRead {
 /// with "bad" throws UploadError(ERROR_INVALID_IMAGE), otherwise it returns
 /// a result naming the data's length.
 pub fn processor_reply(protocol: Protocol, request: Vec<u8>) -> Vec<u8> {
+    let (out, result) = processor_answer(protocol, &request);
+    if let Err(e) = result {
+        panic!("processor failed: {e}");
+    }
+    out
+}
+
+/// What the processor wrote for one unframed request, and whether it
+/// reported an error (an unknown method gets an exception written *and* an
+/// error; a oneway call gets nothing written).
+pub fn processor_answer(protocol: Protocol, request: &[u8]) -> (Vec<u8>, thrift::Result<()>) {
     let processor = UploaderSyncProcessor::new(Handler);
     let mut out = Vec::new();
     let read = Cursor::new(request);
@@ -139,10 +150,7 @@ pub fn processor_reply(protocol: Protocol, request: Vec<u8>) -> Vec<u8> {
             &mut TCompactOutputProtocol::new(&mut out),
         ),
     };
-    if let Err(e) = result {
-        panic!("processor failed: {e}");
-    }
-    out
+    (out, result)
 }
 
 /// The in-test Uploader handler: `ping` answers "pong"; `upload` of data
