@@ -204,6 +204,20 @@ impl ServerProcess {
         self.child.id()
     }
 
+    /// The process's resident memory (`VmRSS`), in KiB. Panics when it
+    /// cannot be read, so that a memory assertion never passes unchecked.
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.pid();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+    }
+
     pub fn config_path(&self) -> &Path {
         &self.config_path
     }

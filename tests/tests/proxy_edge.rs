@@ -374,18 +374,6 @@ fn silent_clients_from_a_normal_address_do_not_hold_backend_workers() {
     );
 }
 
-/// Resident memory of a process in KiB, from /proc.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
-}
-
 /// A framed strict-binary message header of a call to `name`, claiming a
 /// frame of `frame_len` bytes.
 fn framed_call_start(frame_len: u32, name: &str) -> Vec<u8> {
@@ -480,11 +468,11 @@ fn bad_input_is_closed_and_counted_by_reason_and_the_proxy_stays_healthy() {
     }
 
     // A 2 GB frame length: refused from its header, never allocated.
-    let rss_before = rss_kib(proxy.pid());
+    let rss_before = proxy.rss_kib();
     let mut huge = framed_call_start(2_000_000_000, "upload");
     huge.extend(std::iter::repeat_n(0u8, 64 * 1024));
     expect_rejected(&proxy, &huge, "frame_too_large");
-    let rss_after = rss_kib(proxy.pid());
+    let rss_after = proxy.rss_kib();
     assert!(
         rss_after < 64 * 1024,
         "probegate RSS is {rss_after} KiB after a 2 GB frame header (was {rss_before} KiB)"

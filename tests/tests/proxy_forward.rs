@@ -249,13 +249,6 @@ fn stalled_clients_hold_no_backend_connection() {
     drop(stalled);
 }
 
-/// Resident memory of a process, from /proc.
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 #[test]
 fn a_thousand_idle_clients_cost_the_backend_nothing() {
     const IDLE: usize = 1000;
@@ -266,7 +259,7 @@ fn a_thousand_idle_clients_cost_the_backend_nothing() {
             .set("timeouts.idle", "5m"),
     );
     proxy.wait_backends_up(&[backend.thrift_addr()], PROMPT);
-    let rss_before = rss_kib(proxy.pid());
+    let rss_before = proxy.rss_kib();
 
     // Each client makes one call (so it is a real Thrift client, past
     // detection) and then keeps its connection open, idle.
@@ -276,7 +269,7 @@ fn a_thousand_idle_clients_cost_the_backend_nothing() {
         assert_eq!(c.ping().expect("ping"), "pong");
         idle.push(c);
     }
-    let rss_after = rss_kib(proxy.pid());
+    let rss_after = proxy.rss_kib();
 
     let started = Instant::now();
     for i in 0..3 {
@@ -298,14 +291,14 @@ fn a_thousand_idle_clients_cost_the_backend_nothing() {
         accepted <= 2.0,
         "{IDLE} idle clients made the backend accept {accepted} connections"
     );
-    if let (Some(before), Some(after)) = (rss_before, rss_after) {
-        let per_client = after.saturating_sub(before) as f64 / IDLE as f64;
-        eprintln!("probegate RSS {before} KiB -> {after} KiB with {IDLE} idle clients: {per_client:.1} KiB each");
-        assert!(
-            per_client < 64.0,
-            "an idle client costs {per_client:.1} KiB of proxy memory"
-        );
-    }
+    let per_client = rss_after.saturating_sub(rss_before) as f64 / IDLE as f64;
+    eprintln!(
+        "probegate RSS {rss_before} KiB -> {rss_after} KiB with {IDLE} idle clients: {per_client:.1} KiB each"
+    );
+    assert!(
+        per_client < 64.0,
+        "an idle client costs {per_client:.1} KiB of proxy memory"
+    );
     drop(idle);
 }
 
