@@ -466,7 +466,9 @@ async fn pipelined_calls_are_converted_to_the_backends_dialect() {
 
 /// When the backend closes a pipelined connection carrying several calls,
 /// that is one failure toward `health.fall`, not one per call: the backend
-/// stays up and the retried pings are served.
+/// stays up, so the retried pings are not refused for "no backend up".
+/// (A retry can itself meet a connection the close has not reached yet, and
+/// then fail like any retried call; that is not what this test is about.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_pipelined_connection_counts_as_one_failure() {
     let backend = Responder::start(FB).await;
@@ -481,16 +483,26 @@ async fn a_lost_pipelined_connection_counts_as_one_failure() {
     eventually("pings pipelined on one connection", || pipelined(&up) >= 3).await;
     backend.set_mode(Mode::Normal);
     backend.close_connections();
+    let mut served = 0;
     for c in clients {
-        let answer = c.await.expect("client").map_err(app_error);
-        assert_eq!(answer.as_deref(), Ok("pong"), "retried ping served");
+        match c.await.expect("client").map_err(app_error) {
+            Ok(answer) => {
+                assert_eq!(answer, "pong");
+                served += 1;
+            }
+            Err(message) => assert!(
+                message.starts_with("backend connection failed"),
+                "a retried ping was refused: {message}"
+            ),
+        }
     }
     assert_eq!(
         up.backends[0].state(),
         crate::upstream::State::Up,
         "each lost connection is one failure, below fall = 3"
     );
-    assert_eq!(requests(&up, "ping", "reply"), 6);
+    assert!(served > 0, "no retried ping was served");
+    assert_eq!(requests(&up, "ping", "reply"), served);
 }
 
 /// A ping that finds the pipelined connection full and every slot taken
