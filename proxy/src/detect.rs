@@ -24,9 +24,18 @@ use crate::protocols::thrift::{sniff, Flavor, MessageHeader, Sniff};
 /// protocol we serve.
 const MAX_DETECT_BYTES: usize = 1024;
 
-/// HTTP methods, each followed by a space on a request line.
-const HTTP_METHODS: [&str; 10] = [
-    "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT", "PRI",
+/// HTTP methods with the space that follows them on a request line.
+const HTTP_METHODS: [&[u8]; 10] = [
+    b"GET ",
+    b"HEAD ",
+    b"POST ",
+    b"PUT ",
+    b"DELETE ",
+    b"OPTIONS ",
+    b"PATCH ",
+    b"TRACE ",
+    b"CONNECT ",
+    b"PRI ",
 ];
 
 /// What the first bytes said.
@@ -141,10 +150,8 @@ fn starts(buf: &[u8], token: &[u8]) -> Prefix {
 
 fn http_prefix(buf: &[u8]) -> Prefix {
     let mut maybe = false;
-    for method in HTTP_METHODS {
-        let mut token = method.as_bytes().to_vec();
-        token.push(b' ');
-        match starts(buf, &token) {
+    for token in HTTP_METHODS {
+        match starts(buf, token) {
             Prefix::Yes => return Prefix::Yes,
             Prefix::Maybe => maybe = true,
             Prefix::No => {}

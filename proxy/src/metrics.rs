@@ -132,7 +132,7 @@ impl EdgeMetrics {
             connections_active: IntGaugeVec::new(
                 Opts::new(
                     "probegate_connections_active",
-                    "Public connections open now, by class (unclassified ones count as probe until they send)",
+                    "Public connections open now, by class, counted once classified (HTTP health and Thrift; silent probes close before)",
                 ),
                 &["class"],
             )?,

@@ -111,27 +111,26 @@ impl Lanes {
         self.lock().len()
     }
 
-    /// The calls on this backend's fullest lane with room, if any.
-    fn fullest_with_room(&self, depth: usize) -> Option<usize> {
-        self.lock()
-            .iter()
-            .filter(|lane| !lane.broken.is_cancelled())
-            .map(|lane| lane.in_flight.load(Ordering::Acquire))
-            .filter(|in_flight| *in_flight < depth)
-            .max()
-    }
-
-    /// Joins the fullest lane with room (fullest, so that calls arriving
-    /// together share one send); `None` when every lane is at `depth`.
-    fn join(&self, depth: usize) -> Option<Arc<Lane>> {
-        let active = self.lock();
-        let lane = active
+    /// The fullest lane with room (fullest, so that calls arriving together
+    /// share one send) and its calls; `None` when every lane is at `depth`.
+    fn fullest_with_room(lanes: &[Arc<Lane>], depth: usize) -> Option<(usize, &Arc<Lane>)> {
+        lanes
             .iter()
             .filter(|lane| !lane.broken.is_cancelled())
             .map(|lane| (lane.in_flight.load(Ordering::Acquire), lane))
             .filter(|(in_flight, _)| *in_flight < depth)
             .max_by_key(|(in_flight, _)| *in_flight)
-            .map(|(_, lane)| lane)?;
+    }
+
+    /// The calls on this backend's fullest lane with room, if any.
+    fn room(&self, depth: usize) -> Option<usize> {
+        Self::fullest_with_room(&self.lock(), depth).map(|(calls, _)| calls)
+    }
+
+    /// Joins the fullest lane with room.
+    fn join(&self, depth: usize) -> Option<Arc<Lane>> {
+        let active = self.lock();
+        let (_, lane) = Self::fullest_with_room(&active, depth)?;
         lane.in_flight.fetch_add(1, Ordering::AcqRel);
         Some(Arc::clone(lane))
     }
@@ -162,13 +161,10 @@ pub fn join(upstream: &Upstream) -> Option<Ticket> {
         .backends
         .iter()
         .enumerate()
+        .filter_map(|(index, backend)| backend.lanes.room(depth).map(|calls| (index, calls)))
+        // Only backends with a lane ask the scheduler (its lock) whether
+        // they are up.
         .filter(|(index, _)| upstream.scheduler.is_up(*index))
-        .filter_map(|(index, backend)| {
-            backend
-                .lanes
-                .fullest_with_room(depth)
-                .map(|calls| (index, calls))
-        })
         .max_by_key(|(_, calls)| *calls)?;
     let lane = upstream.backends[index].lanes.join(depth)?;
     Some(Ticket {
@@ -455,12 +451,12 @@ fn write_some(
     unwritten: &mut usize,
 ) -> io::Result<()> {
     while !outgoing.is_empty() {
-        let slices: Vec<IoSlice<'_>> = outgoing
-            .iter()
-            .take(MAX_IOV)
-            .map(|c| IoSlice::new(&c.bytes))
-            .collect();
-        let mut written = match writer.try_write_vectored(&slices) {
+        let mut slices = [IoSlice::new(&[]); MAX_IOV];
+        let count = outgoing.len().min(MAX_IOV);
+        for (slice, chunk) in slices.iter_mut().zip(outgoing.iter()) {
+            *slice = IoSlice::new(&chunk.bytes);
+        }
+        let mut written = match writer.try_write_vectored(&slices[..count]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),

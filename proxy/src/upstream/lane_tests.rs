@@ -109,7 +109,6 @@ async fn a_lane_takes_no_more_than_pipeline_depth_calls() {
         up.backends[0].lanes.active_count() == 0 && up.scheduler.in_use(0) == 0
     })
     .await;
-    assert!(join(&up).is_none(), "a retired lane cannot be joined");
 }
 
 #[tokio::test]

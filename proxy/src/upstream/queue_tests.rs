@@ -1,5 +1,6 @@
 //! Scheduler tests: slot accounting, FIFO order, shedding, timeouts.
 
+use crate::upstream::testing::eventually;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,16 +24,6 @@ fn scheduler(max: Vec<usize>, max_queue: usize, queue_timeout: Duration) -> Arc<
         s.set_up(i, true);
     }
     s
-}
-
-/// Polls `cond` until it holds, failing after a bound.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
 }
 
 #[tokio::test]

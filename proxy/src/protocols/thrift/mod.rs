@@ -16,8 +16,8 @@
 //! - `exception`: build a `TApplicationException` reply.
 //! - `header`: decode a message header without the crate's allocations.
 //! - `transcode`: re-encode a message from one flavor to another.
-//! - `wire` (private): the slice reader, header decoding and the generic
-//!   value walker the others share.
+//! - `wire` (private): the slice reader and the generic value walker the
+//!   others share.
 
 use std::fmt;
 
@@ -114,17 +114,6 @@ pub struct MessageHeader {
 }
 
 impl MessageHeader {
-    /// The method as a bounded metric label: one of the service's methods
-    /// (`uploader_idl::METHOD_NAMES`) or `"other"`, so that a hostile client
-    /// cannot create label values.
-    pub fn method_label(&self) -> &'static str {
-        uploader_idl::METHOD_NAMES
-            .iter()
-            .copied()
-            .find(|m| *m == self.name)
-            .unwrap_or("other")
-    }
-
     /// Whether the sender expects no reply.
     pub fn is_oneway(&self) -> bool {
         self.kind == TMessageType::OneWay

@@ -4,7 +4,8 @@
 //! unframed strict binary, `82` unframed compact; anything else is read as a
 //! 4-byte big-endian frame length, which must be within
 //! `limits.max_frame_bytes` and be followed by `80 01` or `82` (`0F FF` there
-//! is THeader). The header itself is then decoded by the `thrift` crate. A
+//! is THeader). The header itself is then decoded (`header.rs`, the
+//! `thrift` crate's rules). A
 //! client may only send calls (`Call` or `Oneway`).
 //!
 //! Every answer is decided from a bounded prefix (a length, or a header whose
@@ -30,8 +31,8 @@ pub enum Sniff {
     Invalid(InvalidThrift),
 }
 
-/// Recognise the first bytes of a connection. Decodes the message header with
-/// the `thrift` crate's own TBinaryInputProtocol/TCompactInputProtocol.
+/// Recognise the first bytes of a connection, decoding the message header
+/// by the rules of the `thrift` crate's binary (strict) and compact readers.
 pub fn sniff(buf: &[u8], max_frame_bytes: usize) -> Sniff {
     match buf {
         [] | [0x80] => Sniff::NeedMore,
