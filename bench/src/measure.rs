@@ -56,7 +56,7 @@ impl load::Window for Edges<'_> {
         self.proxy = self.d.proxy_pid().and_then(CpuMark::take);
         self.backend = CpuMark::take(self.d.backend_pid());
         if let Some(rate) = self.storm_rate {
-            self.storm = Some(probes::Storm::start(self.d.addr, rate, STORM_THREADS));
+            self.storm = Some(probes::Storm::start(self.d.addr, rate, STORM_THREADS, true));
         }
     }
 
@@ -195,11 +195,11 @@ pub fn idle_rep(workload: &str, d: &Deployment, options: &Options, rep: u32) -> 
     }
     held.close();
     if matches!(d.target, Target::HaproxyTcp | Target::HaproxyInspect) {
-        let maxconn = haproxy::maxconn_for(crate::machine::nofile_limit());
+        let nofile = crate::machine::nofile_limit();
+        let maxconn = haproxy::maxconn_for(nofile);
         if (maxconn as usize) <= options.idle_clients {
             r.notes.push(format!(
-                "HAProxy's maxconn is {maxconn} here (2 descriptors per connection under RLIMIT_NOFILE {}): clients past it wait in its accept queue",
-                crate::machine::nofile_limit()
+                "HAProxy's maxconn is {maxconn} here (2 descriptors per connection under RLIMIT_NOFILE {nofile}): clients past it wait in its accept queue"
             ));
         }
     }
