@@ -94,10 +94,6 @@ impl ConfigDuration {
         ConfigDuration(Duration::from_secs(secs))
     }
 
-    pub const fn millis(millis: u64) -> Self {
-        ConfigDuration(Duration::from_millis(millis))
-    }
-
     pub fn get(self) -> Duration {
         self.0
     }
