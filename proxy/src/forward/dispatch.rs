@@ -9,7 +9,24 @@ use bytes::Bytes;
 
 use super::convert;
 use crate::protocols::thrift::{Flavor, InvalidThrift};
+use crate::upstream::piped::PipedBody;
 use crate::upstream::{exchange, lane, AcquireError, CallError, Outgoing, Reply, Slot, Upstream};
+
+/// A whole call as received: its bytes in memory and, for a large framed
+/// call (`piping.rs`), the rest of it held in pipes.
+pub(super) struct Message {
+    pub head: Bytes,
+    pub body: Option<Arc<PipedBody>>,
+}
+
+impl Message {
+    pub(super) fn in_memory(bytes: Bytes) -> Message {
+        Message {
+            head: bytes,
+            body: None,
+        }
+    }
+}
 
 /// Why a call was not sent anywhere.
 pub(super) enum Undispatched {
@@ -35,7 +52,7 @@ pub(super) struct Dispatched {
 /// queueing for one when all are taken).
 pub(super) async fn dispatch_alone(
     upstream: &Arc<Upstream>,
-    message: &Bytes,
+    message: &Message,
     flavor: Flavor,
     oneway: bool,
 ) -> Result<Dispatched, Undispatched> {
@@ -46,7 +63,7 @@ pub(super) async fn dispatch_alone(
 async fn send_alone(
     upstream: &Arc<Upstream>,
     slot: Slot,
-    message: &Bytes,
+    message: &Message,
     flavor: Flavor,
     oneway: bool,
 ) -> Result<Dispatched, Undispatched> {
@@ -69,7 +86,7 @@ async fn send_alone(
 /// join, and when it is alone there it simply has a connection to itself.
 pub(super) async fn dispatch_pipelined(
     upstream: &Arc<Upstream>,
-    message: &Bytes,
+    message: &Message,
     flavor: Flavor,
 ) -> Result<Dispatched, Undispatched> {
     let ticket = match lane::join(upstream) {
@@ -134,14 +151,19 @@ async fn slot_or_lane(upstream: &Arc<Upstream>) -> Result<SlotOrLane, Undispatch
 fn for_backend(
     upstream: &Upstream,
     index: usize,
-    message: &Bytes,
+    message: &Message,
     flavor: Flavor,
 ) -> Result<Outgoing, Undispatched> {
-    convert(
-        message,
+    // A piped call is only received from a client in the protocol of every
+    // backend (`piping::can_pipe`), so its head converts on its own: at
+    // most the frame prefix is dropped.
+    let mut out = convert(
+        &message.head,
         flavor,
         upstream.backends[index].flavor,
         upstream.config.limits.max_frame_bytes,
     )
-    .map_err(Undispatched::Convert)
+    .map_err(Undispatched::Convert)?;
+    out.piped = message.body.clone();
+    Ok(out)
 }

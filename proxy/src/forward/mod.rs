@@ -25,9 +25,11 @@ use crate::protocols::thrift::{
 };
 use crate::upstream::{Outgoing, Upstream};
 
+mod budget;
 mod buffers;
 mod connection;
 mod dispatch;
+mod piping;
 mod request;
 
 /// Serve one client connection already recognised as Thrift. `buffered`
@@ -80,6 +82,7 @@ pub fn convert(
                 return Ok(Outgoing {
                     prefix: Some(len.to_be_bytes()),
                     body: message.clone(),
+                    piped: None,
                 });
             }
             _ => {}

@@ -10,7 +10,8 @@
 //! one small allocation) and grows only as far as the message needs,
 //! except that a large message is received into a buffer from the shared
 //! stock (`buffers.rs`) when one is free, and its buffer goes back there once
-//! it is served.
+//! it is served. The body of a large framed call is received into kernel
+//! pipes instead (`piping.rs`) and spliced to the backend, never copied.
 //! Pipelined calls are answered in order because they are served one after
 //! the other.
 
@@ -20,17 +21,18 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use thrift::protocol::TMessageType;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use super::budget::Budget;
 use super::buffers::{LARGE, STOCK};
-use super::dispatch::{dispatch_alone, dispatch_pipelined, Dispatched, Undispatched};
+use super::dispatch::{dispatch_alone, dispatch_pipelined, Dispatched, Message, Undispatched};
+use super::piping::{self, can_pipe, Piping, PIPE_AT_LEAST};
 use super::{convert, exception_for, within, write_client, write_client_bytes};
-use crate::protocols::thrift::{delimit, Delimit, Flavor, MessageHeader};
+use crate::protocols::thrift::{delimit, frame_header, Delimit, Flavor, MessageHeader};
 use crate::upstream::metrics::{method_index, Outcome, OTHER_METHOD};
 use crate::upstream::{AcquireError, CallError, Outgoing, Upstream};
 
@@ -38,41 +40,6 @@ use crate::upstream::{AcquireError, CallError, Outgoing, Upstream};
 const READ_CHUNK: usize = 4 * 1024;
 /// The largest single read (and permit request) while a message arrives.
 const MAX_READ_CHUNK: usize = 256 * 1024;
-
-/// This client's share of `limits.max_buffered_bytes`: one permit per byte
-/// it has buffered (or is about to read). Given back on drop.
-struct Budget {
-    semaphore: Arc<Semaphore>,
-    held: usize,
-}
-
-impl Budget {
-    async fn take(&mut self, n: usize) -> bool {
-        let Ok(n32) = u32::try_from(n) else {
-            return false;
-        };
-        match self.semaphore.acquire_many(n32).await {
-            Ok(permit) => {
-                permit.forget();
-                self.held += n;
-                true
-            }
-            Err(_closed) => false,
-        }
-    }
-
-    fn give_back(&mut self, n: usize) {
-        let n = n.min(self.held);
-        self.held -= n;
-        self.semaphore.add_permits(n);
-    }
-}
-
-impl Drop for Budget {
-    fn drop(&mut self) {
-        self.semaphore.add_permits(self.held);
-    }
-}
 
 /// Serves calls from one client until it closes, idles past
 /// `timeouts.idle`, sends something that is not a Thrift message, or
@@ -87,10 +54,11 @@ pub async fn serve(
     let idle = upstream.config.timeouts.idle.get();
     let max_frame = upstream.config.limits.max_frame_bytes;
     let max_read = MAX_READ_CHUNK.min(upstream.config.limits.max_buffered_bytes);
-    let mut budget = Budget {
-        semaphore: Arc::clone(&upstream.buffer_budget),
-        held: 0,
-    };
+    let mut budget = Budget::new(Arc::clone(&upstream.buffer_budget));
+    let pipes_possible = can_pipe(flavor, &upstream);
+    // Set when pipes failed for the message being received: it goes on in
+    // memory.
+    let mut in_memory = false;
     if within(idle, budget.take(buf.len())).await != Some(true) {
         tracing::debug!("no buffer budget for the first bytes within timeouts.idle; closing");
         return;
@@ -101,11 +69,12 @@ pub async fn serve(
             match delimit(flavor, &buf, max_frame) {
                 Ok(Delimit::Complete { len, header }) => {
                     let whole = buf.capacity();
-                    let message = buf.split_to(len).freeze();
+                    let message = Message::in_memory(buf.split_to(len).freeze());
                     let keep_going =
                         serve_call(&mut client, message, &header, flavor, &upstream).await;
                     budget.give_back(len);
                     release(&mut buf, whole);
+                    in_memory = false;
                     if !keep_going {
                         return;
                     }
@@ -113,6 +82,34 @@ pub async fn serve(
                 }
                 Ok(Delimit::NeedMore { at_least }) => {
                     need = at_least.saturating_sub(buf.len());
+                    let header = (pipes_possible && !in_memory && need >= PIPE_AT_LEAST)
+                        .then(|| frame_header(flavor.protocol, &buf))
+                        .flatten();
+                    if let Some(header) = header {
+                        let received =
+                            piping::receive(&client, &mut budget, need, idle, max_read, &mut buf)
+                                .await;
+                        match received {
+                            Piping::Whole(body) => {
+                                let len = buf.len() + body.len();
+                                let message = Message {
+                                    head: buf.split().freeze(),
+                                    body: Some(Arc::new(body)),
+                                };
+                                upstream.metrics.request.piped.inc();
+                                let keep_going =
+                                    serve_call(&mut client, message, &header, flavor, &upstream)
+                                        .await;
+                                budget.give_back(len);
+                                if !keep_going {
+                                    return;
+                                }
+                            }
+                            Piping::InMemory => in_memory = true,
+                            Piping::Gone => return,
+                        }
+                        continue;
+                    }
                     if at_least >= LARGE && buf.capacity() < at_least {
                         if let Some(mut stocked) = STOCK.take() {
                             stocked.extend_from_slice(&buf);
@@ -229,7 +226,7 @@ enum Answer {
 /// connection should keep being served.
 async fn serve_call(
     client: &mut TcpStream,
-    message: Bytes,
+    message: Message,
     header: &MessageHeader,
     flavor: Flavor,
     upstream: &Arc<Upstream>,
@@ -259,7 +256,7 @@ async fn serve_call(
 /// Takes a slot, sends the call, reads the reply; retries once when that
 /// is safe. Returns the answer and the call's outcome.
 async fn forward_call(
-    message: Bytes,
+    message: Message,
     header: &MessageHeader,
     flavor: Flavor,
     upstream: &Arc<Upstream>,
@@ -289,7 +286,9 @@ async fn forward_call(
     // marked up is stepped over.
     let mut retried = false;
     let mut undelivered = 0;
+    // A piped call has pages, not bytes, to write; and it is large.
     let pipelinable = !oneway
+        && message.body.is_none()
         && config.forwarding.pipeline_depth > 1
         && config.forwarding.pipeline_methods.contains(&header.name);
     loop {

@@ -24,7 +24,7 @@ const FB: Flavor = Flavor::FRAMED_BINARY;
 
 /// Builds the upstream, marks every backend up, and serves `serve_thrift`
 /// for clients speaking `flavor` on a loopback port.
-async fn proxy(cfg: &Config, flavor: Flavor) -> (Arc<Upstream>, SocketAddr) {
+pub(super) async fn proxy(cfg: &Config, flavor: Flavor) -> (Arc<Upstream>, SocketAddr) {
     let up = Upstream::new(cfg, &Registry::new()).expect("metrics");
     for i in 0..up.backends.len() {
         up.record_check(i, &CheckResult::Success);
@@ -51,7 +51,7 @@ async fn serve(up: Arc<Upstream>, flavor: Flavor) -> SocketAddr {
 }
 
 /// Runs blocking client code off the runtime.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+pub(super) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.expect("client thread")
 }
 
@@ -70,7 +70,7 @@ fn pipelined(up: &Upstream) -> u64 {
         .get()
 }
 
-fn requests(up: &Upstream, method: &str, outcome: &str) -> u64 {
+pub(super) fn requests(up: &Upstream, method: &str, outcome: &str) -> u64 {
     up.metrics
         .requests_total
         .with_label_values(&[method, outcome])

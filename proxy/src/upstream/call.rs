@@ -9,6 +9,7 @@
 //! the caller's to judge (see [`CallError::delivered`]).
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -16,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::piped::PipedBody;
 use super::pool::ConnectError;
 use super::queue::Slot;
 use super::Upstream;
@@ -25,21 +27,29 @@ use crate::protocols::thrift::{delimit, Delimit, Flavor, InvalidThrift, MessageH
 const READ_CHUNK: usize = 4096;
 
 /// A message ready to be written in the backend's dialect: an optional
-/// 4-byte frame prefix (added when only the transport differs) and the bytes
-/// as received, so a 1 MiB upload is written without being copied.
-#[derive(Debug, Clone)]
+/// 4-byte frame prefix (added when only the transport differs), the bytes
+/// as received, so a 1 MiB upload is written without being copied, and for
+/// a large framed call the rest of it, held in pipes (`piped`).
+#[derive(Clone)]
 pub struct Outgoing {
     pub prefix: Option<[u8; 4]>,
     pub body: Bytes,
+    pub piped: Option<Arc<PipedBody>>,
 }
 
 impl Outgoing {
     pub fn new(body: Bytes) -> Outgoing {
-        Outgoing { prefix: None, body }
+        Outgoing {
+            prefix: None,
+            body,
+            piped: None,
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.prefix.map_or(0, |p| p.len()) + self.body.len()
+        self.prefix.map_or(0, |p| p.len())
+            + self.body.len()
+            + self.piped.as_ref().map_or(0, |p| p.len())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -50,7 +60,21 @@ impl Outgoing {
         if let Some(prefix) = &self.prefix {
             stream.write_all(prefix).await?;
         }
-        stream.write_all(&self.body).await
+        stream.write_all(&self.body).await?;
+        if let Some(piped) = &self.piped {
+            piped.send_to(stream).await?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outgoing")
+            .field("prefix", &self.prefix)
+            .field("body", &self.body.len())
+            .field("piped", &self.piped.as_ref().map(|p| p.len()))
+            .finish()
     }
 }
 

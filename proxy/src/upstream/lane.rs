@@ -207,6 +207,7 @@ pub async fn call(
     out: Outgoing,
     deadline: Duration,
 ) -> Result<Reply, CallError> {
+    debug_assert!(out.piped.is_none(), "piped calls are never pipelined");
     let backend = &upstream.backends[ticket.backend];
     let _in_flight = InFlight::new(&backend.in_flight);
     let (reply, answer) = oneshot::channel();

@@ -78,6 +78,8 @@ pub struct RequestMetrics {
     pub to_backend: IntCounter,
     /// `probegate_bytes_total{direction="backend_to_client"}`.
     pub to_client: IntCounter,
+    /// `probegate_requests_piped_total`.
+    pub piped: IntCounter,
 }
 
 impl RequestMetrics {
@@ -85,8 +87,10 @@ impl RequestMetrics {
         requests_total: &IntCounterVec,
         request_seconds: &HistogramVec,
         bytes_total: &IntCounterVec,
+        piped: IntCounter,
     ) -> Self {
         RequestMetrics {
+            piped,
             requests: std::array::from_fn(|m| {
                 Outcome::ALL
                     .map(|o| requests_total.with_label_values(&[method_label(m), o.label()]))
@@ -170,7 +174,16 @@ impl UpstreamMetrics {
             &["method"],
         )?;
         // Creating every series here also gives each a zero value at start.
-        let request = RequestMetrics::new(&requests_total, &request_seconds, &bytes_total);
+        let requests_piped = IntCounter::new(
+            "probegate_requests_piped_total",
+            "Large framed calls whose body went from client to backend through kernel pipes (splice), never copied into probegate's memory",
+        )?;
+        let request = RequestMetrics::new(
+            &requests_total,
+            &request_seconds,
+            &bytes_total,
+            requests_piped,
+        );
         let metrics = UpstreamMetrics {
             backend_up: IntGaugeVec::new(
                 Opts::new(
@@ -238,6 +251,7 @@ impl UpstreamMetrics {
         registry.register(Box::new(metrics.bytes_total.clone()))?;
         registry.register(Box::new(metrics.requests_total.clone()))?;
         registry.register(Box::new(metrics.request_seconds.clone()))?;
+        registry.register(Box::new(metrics.request.piped.clone()))?;
         registry.register(Box::new(metrics.backend_requests_in_flight.clone()))?;
         registry.register(Box::new(metrics.pool_connections.clone()))?;
         registry.register(Box::new(metrics.pipelined_total.clone()))?;

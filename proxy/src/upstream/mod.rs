@@ -16,6 +16,7 @@
 //! - `backend`: one backend's address, dialect, pool and rise/fall state.
 //! - `call`: one call on one connection (write, read one reply).
 //! - `lane`: quick calls pipelined on one connection.
+//! - `piped`: large call bodies held in kernel pipes, moved with splice.
 //! - `health`: the active `ping()` checks and the pool reaper.
 //! - `metrics`: the upstream metric families.
 
@@ -32,6 +33,7 @@ pub mod call;
 pub mod health;
 pub mod lane;
 pub mod metrics;
+pub mod piped;
 pub mod pool;
 pub mod queue;
 

@@ -52,6 +52,8 @@ pub struct Responder {
     pub peak_open: Arc<AtomicUsize>,
     /// Method names of the calls read, in order.
     pub calls: Arc<Mutex<Vec<String>>>,
+    /// The calls read, whole, as they arrived.
+    pub messages: Arc<Mutex<Vec<bytes::Bytes>>>,
     mode: Arc<Mutex<Mode>>,
     /// Cancelling it closes every open connection.
     kill: Arc<Mutex<CancellationToken>>,
@@ -73,6 +75,7 @@ impl Responder {
             open: Arc::default(),
             peak_open: Arc::default(),
             calls: Arc::default(),
+            messages: Arc::default(),
             mode: Arc::new(Mutex::new(Mode::Normal)),
             kill: Arc::default(),
             stop: CancellationToken::new(),
@@ -82,8 +85,9 @@ impl Responder {
             Arc::clone(&responder.open),
             Arc::clone(&responder.peak_open),
         );
-        let (calls, mode, kill, stop) = (
+        let (calls, messages, mode, kill, stop) = (
             Arc::clone(&responder.calls),
+            Arc::clone(&responder.messages),
             Arc::clone(&responder.mode),
             Arc::clone(&responder.kill),
             responder.stop.clone(),
@@ -98,13 +102,17 @@ impl Responder {
                 accepted.fetch_add(1, Ordering::SeqCst);
                 let now = open.fetch_add(1, Ordering::SeqCst) + 1;
                 peak.fetch_max(now, Ordering::SeqCst);
-                let (open, calls, mode) =
-                    (Arc::clone(&open), Arc::clone(&calls), Arc::clone(&mode));
+                let (open, calls, messages, mode) = (
+                    Arc::clone(&open),
+                    Arc::clone(&calls),
+                    Arc::clone(&messages),
+                    Arc::clone(&mode),
+                );
                 let killed = kill.lock().unwrap().clone();
                 conns.spawn(async move {
                     tokio::select! {
                         _ = killed.cancelled() => {}
-                        _ = serve(&mut stream, flavor, &calls, &mode) => {}
+                        _ = serve(&mut stream, flavor, &calls, &messages, &mode) => {}
                     }
                     drop(stream);
                     open.fetch_sub(1, Ordering::SeqCst);
@@ -134,6 +142,7 @@ async fn serve(
     stream: &mut tokio::net::TcpStream,
     flavor: Flavor,
     calls: &Mutex<Vec<String>>,
+    messages: &Mutex<Vec<bytes::Bytes>>,
     mode: &Mutex<Mode>,
 ) {
     // One buffer for the connection: a oneway call may arrive in the same
@@ -144,6 +153,7 @@ async fn serve(
             return;
         };
         calls.lock().unwrap().push(call.header.name.clone());
+        messages.lock().unwrap().push(call.bytes.clone());
         let action = {
             let mut mode = mode.lock().unwrap();
             let action = mode.clone();

@@ -40,6 +40,17 @@ pub fn delimit(
     }
 }
 
+/// The header of the framed message starting `buf`, once its bytes are
+/// there (whatever the frame's length): what a call must show before the
+/// rest of it is taken on trust as opaque bytes.
+pub fn frame_header(protocol: Protocol, buf: &[u8]) -> Option<MessageHeader> {
+    let frame = buf.get(4..)?;
+    Position::default()
+        .source(frame, protocol)
+        .read_header()
+        .ok()
+}
+
 fn framed(protocol: Protocol, buf: &[u8], max: usize) -> Result<Delimit, InvalidThrift> {
     let Some(&[a, b, c, d]) = buf.get(..4) else {
         return Ok(Delimit::NeedMore { at_least: 4 });

@@ -35,7 +35,7 @@ pub(crate) mod testing;
 mod transcode;
 mod wire;
 
-pub use delimit::{delimit, Delimit};
+pub use delimit::{delimit, frame_header, Delimit};
 pub use exception::encode_exception;
 pub use sniff::{sniff, Sniff};
 pub use transcode::transcode;

@@ -1,0 +1,144 @@
+//! Large framed calls through request mode with their bodies in pipes: the
+//! backend gets exactly the client's bytes, once per attempt, and nothing
+//! of a call the client did not finish.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use uploader_idl::{TUploaderSyncClient, UploadRequest};
+
+use super::super::tests::{blocking, proxy, requests};
+use crate::protocols::thrift::testing::upload_call;
+use crate::protocols::thrift::Flavor;
+use crate::upstream::testing::{client, config, Mode, Responder};
+use crate::upstream::Upstream;
+
+const FB: Flavor = Flavor::FRAMED_BINARY;
+const SIZE: usize = 1536 * 1024;
+
+/// Image bytes that differ along the whole body, so a misplaced or repeated
+/// page shows.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i % 251) as u8 ^ (i / 4096) as u8)
+        .collect()
+}
+
+/// The request `upload_call` writes (seqid 1), so the bytes a generated
+/// client sends for it are known.
+fn request(data: Vec<u8>) -> UploadRequest {
+    UploadRequest::new(data, "cat.png".to_string(), "image/png".to_string())
+}
+
+/// Uploads `data` with a fresh generated client, then pings on the same
+/// connection (the stream must go on after a piped call).
+async fn upload_then_ping(addr: std::net::SocketAddr, flavor: Flavor, data: Vec<u8>) {
+    blocking(move || {
+        let mut c = client(addr, flavor);
+        let len = data.len() as i64;
+        let result = c.upload(request(data)).expect("upload");
+        assert_eq!(result.size, len);
+        assert_eq!(c.ping().expect("ping after the upload"), "pong");
+    })
+    .await;
+}
+
+fn piped(up: &Upstream) -> u64 {
+    up.metrics.request.piped.get()
+}
+
+fn messages(backend: &Responder) -> Vec<bytes::Bytes> {
+    backend.messages.lock().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_framed_call_reaches_framed_and_buffered_backends_byte_for_byte() {
+    let data = pattern(SIZE);
+    let sent = upload_call(FB, data.clone());
+    for backend_flavor in [FB, Flavor::BUFFERED_BINARY] {
+        let backend = Responder::start(backend_flavor).await;
+        let (up, addr) = proxy(&config(&[(backend.addr, 1, backend_flavor)], ""), FB).await;
+        upload_then_ping(addr, FB, data.clone()).await;
+        let got = messages(&backend);
+        assert_eq!(got.len(), 2, "{backend_flavor}: upload and ping");
+        // A buffered backend gets the call without its frame prefix.
+        let expected = if backend_flavor == FB {
+            &sent[..]
+        } else {
+            &sent[4..]
+        };
+        assert_eq!(got[0].len(), expected.len(), "{backend_flavor}");
+        assert!(got[0][..] == expected[..], "{backend_flavor}: bytes differ");
+        assert_eq!(piped(&up), 1, "{backend_flavor}");
+        assert_eq!(requests(&up, "upload", "reply"), 1, "{backend_flavor}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_piped_call_is_sent_again_whole_when_retried() {
+    let data = pattern(SIZE);
+    let sent = upload_call(FB, data.clone());
+    let backend = Responder::start(FB).await;
+    let cfg = config(
+        &[(backend.addr, 1, FB)],
+        "[forwarding]\nretry_methods = [\"upload\"]\n[health]\nfall = 100\n",
+    );
+    let (up, addr) = proxy(&cfg, FB).await;
+    backend.set_mode(Mode::CloseOnCall(1));
+    upload_then_ping(addr, FB, data).await;
+    let got = messages(&backend);
+    assert_eq!(got.len(), 3, "upload, its retry, ping");
+    assert!(got[0][..] == sent[..], "first attempt differs");
+    assert!(got[1][..] == sent[..], "retry differs");
+    assert_eq!(piped(&up), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_the_backend_needs_re_encoded_or_small_stay_in_memory() {
+    let backend = Responder::start(FB).await;
+    let (up, addr) = proxy(
+        &config(&[(backend.addr, 1, FB)], ""),
+        Flavor::FRAMED_COMPACT,
+    )
+    .await;
+    upload_then_ping(addr, Flavor::FRAMED_COMPACT, pattern(SIZE)).await;
+    assert_eq!(piped(&up), 0, "a compact client's call is re-encoded");
+
+    let (up, addr) = proxy(&config(&[(backend.addr, 1, FB)], ""), FB).await;
+    upload_then_ping(addr, FB, pattern(64 * 1024)).await;
+    assert_eq!(piped(&up), 0, "a 64 KiB call is not worth pipes");
+    assert_eq!(requests(&up, "upload", "reply"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_mid_body_sends_nothing_to_the_backend() {
+    let data = pattern(SIZE);
+    let sent = upload_call(FB, data.clone());
+    let backend = Responder::start(FB).await;
+    let cfg = config(&[(backend.addr, 1, FB)], "[timeouts]\nidle = \"300ms\"\n");
+    let (up, addr) = proxy(&cfg, FB).await;
+
+    let mut closed = TcpStream::connect(addr).await.unwrap();
+    closed.write_all(&sent[..sent.len() / 2]).await.unwrap();
+    drop(closed);
+
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    stalled.write_all(&sent[..sent.len() - 1000]).await.unwrap();
+    let mut rest = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), stalled.read(&mut rest))
+        .await
+        .expect("probegate closes a client stalled past timeouts.idle");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+
+    upload_then_ping(addr, FB, data).await;
+    assert_eq!(backend.calls(), ["upload", "ping"]);
+    assert!(messages(&backend)[0][..] == sent[..]);
+    assert_eq!(piped(&up), 1, "only the whole call went on");
+    // Every budget permit of the abandoned calls came back.
+    let budget = up.buffer_budget.available_permits();
+    assert_eq!(
+        budget, up.config.limits.max_buffered_bytes,
+        "permits leaked"
+    );
+}

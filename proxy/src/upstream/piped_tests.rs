@@ -1,0 +1,165 @@
+//! Bodies through real loopback sockets and pipes: bytes identical, never
+//! past the body's end, sendable twice, back to memory on demand.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::*;
+
+/// Bytes that differ at every position within a page, so a misplaced or
+/// repeated fragment shows.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i % 251) as u8 ^ (i / 4096) as u8)
+        .collect()
+}
+
+/// A connected pair: (the writing side, the accepted side).
+async fn pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (near, far) = tokio::join!(TcpStream::connect(addr), listener.accept());
+    (near.expect("connect"), far.expect("accept").0)
+}
+
+/// Reads exactly `len` bytes from `socket`, within 10 s.
+fn read_all(mut socket: TcpStream, len: usize) -> tokio::task::JoinHandle<Vec<u8>> {
+    tokio::spawn(async move {
+        let mut got = vec![0u8; len];
+        tokio::time::timeout(Duration::from_secs(10), socket.read_exact(&mut got))
+            .await
+            .expect("all bytes within 10 s")
+            .expect("read");
+        got
+    })
+}
+
+/// Fills `body` from `socket` until it is complete or the peer closes.
+async fn fill(body: &mut PipedBody, socket: &TcpStream) -> Fill {
+    loop {
+        if body.is_complete() {
+            return Fill::Moved(body.len());
+        }
+        let step =
+            tokio::time::timeout(Duration::from_secs(10), body.fill_from(socket, 256 * 1024))
+                .await
+                .expect("a fill step within 10 s")
+                .expect("fill");
+        if step == Fill::Eof {
+            return step;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_body_larger_than_a_pipe_arrives_whole_and_is_sent_twice_identically() {
+    let data = pattern(1536 * 1024 + 123);
+    let (mut client, received) = pair().await;
+    let writer = {
+        let data = data.clone();
+        tokio::spawn(async move {
+            client.write_all(&data).await.expect("client write");
+            client
+        })
+    };
+    let mut body = PipedBody::new(data.len()).expect("pipes");
+    assert_eq!(fill(&mut body, &received).await, Fill::Moved(data.len()));
+    assert!(
+        body.segments.len() >= 2,
+        "1.5 MiB cannot fit one pipe: {} segment(s)",
+        body.segments.len()
+    );
+    let _client = writer.await.expect("writer");
+
+    let (out, backend) = pair().await;
+    let reader = read_all(backend, 2 * data.len());
+    body.send_to(&out).await.expect("first send");
+    body.send_to(&out).await.expect("second send (a retry)");
+    let got = reader.await.expect("reader");
+    assert!(got[..data.len()] == data[..], "first copy differs");
+    assert!(got[data.len()..] == data[..], "second copy differs");
+}
+
+#[tokio::test]
+async fn filling_stops_at_the_body_end_and_leaves_the_next_call_in_the_socket() {
+    let data = pattern(300 * 1024);
+    let (mut client, mut received) = pair().await;
+    let mut sent = data.clone();
+    sent.extend_from_slice(b"NEXT");
+    client.write_all(&sent).await.expect("client write");
+    let mut body = PipedBody::new(data.len()).expect("pipes");
+    assert_eq!(fill(&mut body, &received).await, Fill::Moved(data.len()));
+    let mut next = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), received.read_exact(&mut next))
+        .await
+        .expect("the next bytes are readable at once")
+        .expect("read");
+    assert_eq!(&next, b"NEXT");
+    let mut memory = BytesMut::new();
+    body.drain_into(&mut memory).expect("drain");
+    assert!(memory[..] == data[..]);
+}
+
+#[tokio::test]
+async fn a_trickled_body_is_received_whole() {
+    let data = pattern(200 * 1024);
+    let (mut client, received) = pair().await;
+    let writer = {
+        let data = data.clone();
+        tokio::spawn(async move {
+            for chunk in data.chunks(7 * 1024 + 3) {
+                client.write_all(chunk).await.expect("client write");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            client
+        })
+    };
+    let mut body = PipedBody::new(data.len()).expect("pipes");
+    assert_eq!(fill(&mut body, &received).await, Fill::Moved(data.len()));
+    let _client = writer.await.expect("writer");
+    let mut memory = BytesMut::from(&b"head"[..]);
+    body.drain_into(&mut memory).expect("drain");
+    assert_eq!(&memory[..4], b"head");
+    assert!(memory[4..] == data[..]);
+}
+
+#[tokio::test]
+async fn a_client_that_closes_early_leaves_what_it_sent_and_says_eof() {
+    let data = pattern(150 * 1024);
+    let (mut client, received) = pair().await;
+    client.write_all(&data).await.expect("client write");
+    drop(client);
+    let mut body = PipedBody::new(1024 * 1024).expect("pipes");
+    assert_eq!(fill(&mut body, &received).await, Fill::Eof);
+    assert!(!body.is_complete());
+    assert_eq!(body.len(), data.len());
+    let mut memory = BytesMut::new();
+    body.drain_into(&mut memory).expect("drain");
+    assert!(memory[..] == data[..]);
+}
+
+#[tokio::test]
+async fn a_send_to_a_closed_peer_fails_and_the_body_can_still_be_sent() {
+    let data = pattern(700 * 1024);
+    let (mut client, received) = pair().await;
+    client.write_all(&data).await.expect("client write");
+    let mut body = PipedBody::new(data.len()).expect("pipes");
+    assert_eq!(fill(&mut body, &received).await, Fill::Moved(data.len()));
+
+    // A peer that is gone: the send fails (reset) part-way.
+    let (dead, peer) = pair().await;
+    peer.set_zero_linger().expect("linger");
+    drop(peer);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let failed = tokio::time::timeout(Duration::from_secs(10), body.send_to(&dead))
+        .await
+        .expect("a failed send ends");
+    assert!(failed.is_err(), "sending 700 KiB to a reset peer succeeded");
+
+    let (out, backend) = pair().await;
+    let reader = read_all(backend, data.len());
+    body.send_to(&out).await.expect("send after a failed one");
+    assert!(reader.await.expect("reader") == data);
+}
