@@ -3,9 +3,12 @@
 //!
 //! The client is the generated `UploaderSyncClient` over framed transport
 //! and strict binary protocol, the backend's defaults, so the bench speaks
-//! exactly what a real client speaks.
+//! exactly what a real client speaks. How it puts a call on the wire is a
+//! choice ([`Writes`]): in one `write()` like Thrift's C++, Java, Python and
+//! Go clients (the default), or in two like the Rust crate's framed writer
+//! on a bare socket.
 
-use std::io;
+use std::io::{self, BufWriter};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -17,8 +20,36 @@ use uploader_idl::{TUploaderSyncClient, UploadRequest, UploaderSyncClient};
 /// The generated client over one framed, binary TCP connection.
 pub type ThriftClient = UploaderSyncClient<
     TBinaryInputProtocol<TFramedReadTransport<TcpStream>>,
-    TBinaryOutputProtocol<TFramedWriteTransport<TcpStream>>,
+    TBinaryOutputProtocol<TFramedWriteTransport<BufWriter<TcpStream>>>,
 >;
+
+/// How many `write()`s put one framed call on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Writes {
+    /// The whole frame in one `write()`, as Thrift's C++, Java, Python and
+    /// Go clients send it (for calls up to [`ONE_WRITE_MAX`]; larger ones
+    /// go as the length, then the message).
+    #[default]
+    One,
+    /// The 4-byte length, then the message: the Rust `thrift` crate's
+    /// `TFramedWriteTransport` straight on the socket. Each call then
+    /// arrives as two segments, which makes every receiver (proxy or
+    /// backend) send an ACK of its own per call.
+    Two,
+}
+
+impl Writes {
+    /// How the output notes say it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Writes::One => "each call in one write() (like Thrift's C++, Java, Python and Go clients)",
+            Writes::Two => "each call in two write()s, length then message (the Rust thrift crate's framed writer on a bare socket)",
+        }
+    }
+}
+
+/// The largest frame [`Writes::One`] writes at once (the write buffer).
+pub const ONE_WRITE_MAX: usize = 64 * 1024;
 
 /// Connects to `addr`, from `source` when given (bound before connecting,
 /// port chosen by the kernel), within `timeout`.
@@ -45,6 +76,7 @@ impl Conn {
         addr: SocketAddr,
         connect_timeout: Duration,
         io_timeout: Duration,
+        writes: Writes,
     ) -> io::Result<Conn> {
         let stream: TcpStream = dial(addr, None, connect_timeout)?.into();
         stream.set_nodelay(true)?;
@@ -53,6 +85,12 @@ impl Conn {
         let read_half = stream.try_clone()?;
         let write_half = stream.try_clone()?;
         let input = TBinaryInputProtocol::new(TFramedReadTransport::new(read_half), true);
+        // An unbuffered BufWriter passes each write straight through.
+        let buffer = match writes {
+            Writes::One => ONE_WRITE_MAX,
+            Writes::Two => 0,
+        };
+        let write_half = BufWriter::with_capacity(buffer, write_half);
         let output = TBinaryOutputProtocol::new(TFramedWriteTransport::new(write_half), true);
         Ok(Conn {
             client: UploaderSyncClient::new(input, output),

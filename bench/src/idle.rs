@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
-use crate::client::{dial, Conn};
+use crate::client::{dial, Conn, Writes};
 
 /// Bound on one connect: past the kernel's SYN retransmissions at 1 s and
 /// 3 s, so a burst that overflows a listen backlog is retried, not lost.
@@ -107,7 +107,8 @@ pub fn open(addr: SocketAddr, n: usize) -> Held {
 /// One `ping` on a fresh connection: its latency, or why it failed.
 pub fn ping_once(addr: SocketAddr) -> Result<Duration, String> {
     let started = Instant::now();
-    let mut conn = Conn::open(addr, PING_TIMEOUT, PING_TIMEOUT).map_err(|e| e.to_string())?;
+    let mut conn =
+        Conn::open(addr, PING_TIMEOUT, PING_TIMEOUT, Writes::One).map_err(|e| e.to_string())?;
     conn.ping()?;
     Ok(started.elapsed())
 }

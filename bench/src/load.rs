@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::client::Conn;
+use crate::client::{Conn, Writes};
 
 /// Bound on connecting a client.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -75,6 +75,7 @@ pub fn run(
     addr: SocketAddr,
     clients: usize,
     call: &Call,
+    writes: Writes,
     warmup: Duration,
     window: Duration,
     hooks: &mut dyn Window,
@@ -89,7 +90,7 @@ pub fn run(
         let ready = Arc::clone(&ready);
         let call = call.clone();
         threads.push(thread::spawn(move || {
-            client_loop(addr, &call, &phase, &handles, &ready)
+            client_loop(addr, &call, writes, &phase, &handles, &ready)
         }));
     }
     let deadline = Instant::now() + START_TIMEOUT;
@@ -141,12 +142,13 @@ struct ClientResult {
 fn client_loop(
     addr: SocketAddr,
     call: &Call,
+    writes: Writes,
     phase: &AtomicU8,
     handles: &Mutex<Vec<TcpStream>>,
     ready: &std::sync::atomic::AtomicUsize,
 ) -> ClientResult {
     let mut result = ClientResult::default();
-    let mut conn = match Conn::open(addr, CONNECT_TIMEOUT, IO_TIMEOUT) {
+    let mut conn = match Conn::open(addr, CONNECT_TIMEOUT, IO_TIMEOUT, writes) {
         Ok(c) => c,
         Err(e) => {
             ready.fetch_add(1, Ordering::Release);

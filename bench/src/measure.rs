@@ -103,7 +103,15 @@ pub fn calls_rep(
         accepted: None,
         storm_outcome: None,
     };
-    let outcome = load::run(d.addr, clients, call, warmup, window, &mut edges);
+    let outcome = load::run(
+        d.addr,
+        clients,
+        call,
+        options.client_writes,
+        warmup,
+        window,
+        &mut edges,
+    );
     let secs = outcome.window.as_secs_f64();
     let m = &mut r.metrics;
     m.insert("clients".into(), clients as f64);

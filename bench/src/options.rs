@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::client::Writes;
+
 /// Side-by-side benchmark: direct, HAProxy (tcp and inspect-delay) and
 /// probegate in front of a thread-per-connection Thrift backend.
 #[derive(Debug, Clone, Parser)]
@@ -51,6 +53,11 @@ pub struct Options {
     /// Do not hold /dev/cpu_dma_latency at 0 (to see what it changes).
     #[arg(long)]
     pub no_latency_hold: bool,
+    /// How the load generator writes a call: `one` write (like Thrift's
+    /// C++, Java, Python and Go clients) or `two` (length, then message,
+    /// like the Rust thrift crate's framed writer on a bare socket).
+    #[arg(long, value_enum, default_value_t = Writes::One)]
+    pub client_writes: Writes,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -79,6 +86,9 @@ pub enum Command {
         /// Upload a PNG of this many bytes instead of calling ping.
         #[arg(long)]
         upload: Option<usize>,
+        /// `one` write per call, or `two` (length, then message).
+        #[arg(long, value_enum, default_value_t = Writes::One)]
+        client_writes: Writes,
     },
     /// Print the tables and redraw the chart from a results.jsonl.
     Report {

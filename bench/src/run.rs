@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result};
 
+use crate::client::Writes;
 use crate::deploy::{Backend, Deployment, Env, Target};
 use crate::load::Call;
 use crate::machine::Machine;
@@ -132,7 +133,8 @@ pub fn main(options: Options) -> Result<()> {
             clients,
             secs,
             upload,
-        }) => return external_load(*addr, *clients, *secs, *upload),
+            client_writes,
+        }) => return external_load(*addr, *clients, *secs, *upload, *client_writes),
         None => {}
     }
     let root = workspace_root();
@@ -173,6 +175,7 @@ pub fn main(options: Options) -> Result<()> {
         options.probe_rate,
         options.idle_clients
     ));
+    notes.push(format!("client: {}", options.client_writes.describe()));
 
     let targets: Vec<Target> = Target::ALL
         .into_iter()
@@ -256,6 +259,7 @@ pub fn main(options: Options) -> Result<()> {
         "window_s": options.window().as_secs_f64(),
         "probe_rate": options.probe_rate,
         "idle_clients": options.idle_clients,
+        "client_writes": format!("{:?}", options.client_writes).to_lowercase(),
         "notes": notes,
         "skipped": skipped,
         "goals": verdicts,
@@ -287,7 +291,13 @@ pub fn main(options: Options) -> Result<()> {
 
 /// `probegate-bench load ADDR`: closed-loop calls at a server the bench did
 /// not start; no CPU sampling (the caller knows its process).
-fn external_load(addr: SocketAddr, clients: usize, secs: f64, upload: Option<usize>) -> Result<()> {
+fn external_load(
+    addr: SocketAddr,
+    clients: usize,
+    secs: f64,
+    upload: Option<usize>,
+    writes: Writes,
+) -> Result<()> {
     struct NoHooks;
     impl crate::load::Window for NoHooks {
         fn opened(&mut self) {}
@@ -299,7 +309,7 @@ fn external_load(addr: SocketAddr, clients: usize, secs: f64, upload: Option<usi
     };
     let window = std::time::Duration::from_secs_f64(secs.clamp(0.1, 3600.0));
     let warmup = std::time::Duration::from_millis(300);
-    let outcome = crate::load::run(addr, clients, &call, warmup, window, &mut NoHooks);
+    let outcome = crate::load::run(addr, clients, &call, writes, warmup, window, &mut NoHooks);
     let s = outcome.window.as_secs_f64();
     let pct = |q| crate::stats::percentile(&outcome.latencies_ns, q).map(|ns| ns as f64 / 1000.0);
     println!(
