@@ -187,6 +187,11 @@ fn columns(shape: Shape) -> Vec<Column> {
             ("p99 µs", |s| metric(s, "p99_us")),
             ("MB/s", |s| metric(s, "mb_per_s")),
             ("proxy CPU µs/call", |s| metric(s, "proxy_cpu_us_per_call")),
+            // Proxy and backend share the server CPU: when it is saturated,
+            // calls/s is the inverse of the two CPU columns' sum.
+            ("backend CPU µs/call", |s| {
+                metric(s, "backend_cpu_us_per_call")
+            }),
             ("proxy RSS MiB", |s| metric(s, "proxy_rss_mib")),
             ("served", |s| {
                 match (s.metrics.get("clients_served"), s.metrics.get("clients")) {
