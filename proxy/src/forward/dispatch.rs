@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::convert;
 use crate::protocols::thrift::{Flavor, InvalidThrift};
-use crate::upstream::piped::PipedBody;
+use crate::upstream::piped::{PipeError, PipedBody};
 use crate::upstream::{exchange, lane, AcquireError, CallError, Outgoing, Reply, Slot, Upstream};
 
 /// A whole call as received: its bytes in memory and, for a large framed
@@ -34,6 +34,9 @@ pub(super) enum Undispatched {
     Slot(AcquireError),
     /// The call cannot be expressed in the backend's dialect.
     Convert(InvalidThrift),
+    /// A piped call's spare pipe could not be had (descriptor or pipe-page
+    /// limits): probegate's failure, not the backend's.
+    Pipe(PipeError),
 }
 
 /// A call that was sent (or tried).
@@ -164,6 +167,11 @@ fn for_backend(
         upstream.config.limits.max_frame_bytes,
     )
     .map_err(Undispatched::Convert)?;
-    out.piped = message.body.clone();
+    if let Some(body) = &message.body {
+        // Before anything is written, so that a missing pipe never looks
+        // like a dead connection.
+        body.prepare().map_err(Undispatched::Pipe)?;
+        out.piped = Some(Arc::clone(body));
+    }
     Ok(out)
 }

@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use super::budget::Budget;
 use super::within;
 use crate::protocols::thrift::{Flavor, Transport};
-use crate::upstream::piped::{Fill, PipedBody};
+use crate::upstream::piped::{Fill, PipeError, PipedBody};
 use crate::upstream::Upstream;
 
 /// A call whose body (what is still to come after its first read) is at
@@ -91,10 +91,10 @@ pub(super) async fn receive(
     Piping::Whole(body)
 }
 
-/// After a failed splice or pipe: the bytes already in pipes go to `buf`
-/// and reading goes on in memory, where a broken client shows as a failed
-/// read.
-fn back_to_memory(body: PipedBody, buf: &mut BytesMut, error: &std::io::Error) -> Piping {
+/// When pipes will not do (see [`PipeError`]): the bytes already in pipes
+/// go to `buf` and reading goes on in memory, where a broken client shows
+/// as a failed read.
+fn back_to_memory(body: PipedBody, buf: &mut BytesMut, error: &PipeError) -> Piping {
     tracing::debug!(%error, piped = body.len(), "piping a large call failed; going on in memory");
     match body.drain_into(buf) {
         Ok(()) => Piping::InMemory,

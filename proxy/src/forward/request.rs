@@ -65,6 +65,7 @@ pub async fn serve(
     }
     loop {
         let need;
+        let mut read_limit = max_read;
         if !buf.is_empty() {
             match delimit(flavor, &buf, max_frame) {
                 Ok(Delimit::Complete { len, header }) => {
@@ -82,7 +83,8 @@ pub async fn serve(
                 }
                 Ok(Delimit::NeedMore { at_least }) => {
                     need = at_least.saturating_sub(buf.len());
-                    let header = (pipes_possible && !in_memory && need >= PIPE_AT_LEAST)
+                    let pipeable = pipes_possible && !in_memory && need >= PIPE_AT_LEAST;
+                    let header = pipeable
                         .then(|| frame_header(flavor.protocol, &buf))
                         .flatten();
                     if let Some(header) = header {
@@ -91,6 +93,7 @@ pub async fn serve(
                                 .await;
                         match received {
                             Piping::Whole(body) => {
+                                let whole = buf.capacity();
                                 let len = buf.len() + body.len();
                                 let message = Message {
                                     head: buf.split().freeze(),
@@ -101,6 +104,7 @@ pub async fn serve(
                                     serve_call(&mut client, message, &header, flavor, &upstream)
                                         .await;
                                 budget.give_back(len);
+                                release(&mut buf, whole);
                                 if !keep_going {
                                     return;
                                 }
@@ -110,7 +114,12 @@ pub async fn serve(
                         }
                         continue;
                     }
-                    if at_least >= LARGE && buf.capacity() < at_least {
+                    if pipeable {
+                        // Only the header is missing (a client that writes
+                        // the frame length on its own): read just enough
+                        // for it, and leave the body to the pipes.
+                        read_limit = READ_CHUNK;
+                    } else if at_least >= LARGE && buf.capacity() < at_least {
                         if let Some(mut stocked) = STOCK.take() {
                             stocked.extend_from_slice(&buf);
                             buf = stocked;
@@ -149,7 +158,7 @@ pub async fn serve(
             buf = first;
             continue;
         }
-        let want = need.clamp(READ_CHUNK, max_read);
+        let want = need.clamp(READ_CHUNK, max_read).min(read_limit);
         // Backpressure: wait for budget, but never longer than the idle bound.
         if within(idle, budget.take(want)).await != Some(true) {
             tracing::debug!("buffer budget exhausted for timeouts.idle; closing client");
@@ -312,6 +321,12 @@ async fn forward_call(
                 return fail(
                     Outcome::Error,
                     format!("cannot re-encode the call for the backend: {e}"),
+                )
+            }
+            Err(Undispatched::Pipe(e)) => {
+                return fail(
+                    Outcome::Error,
+                    format!("probegate cannot send the call from its pipes: {e}"),
                 )
             }
         };

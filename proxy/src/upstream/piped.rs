@@ -12,13 +12,24 @@
 //!
 //! The body is a chain of pipes (`segments`): a pipe holds at most
 //! [`SEGMENT_BYTES`] without privileges, and spliced socket data fills its
-//! slots a page fragment at a time, so a 1 MiB body may need two. The
-//! segments keep the bytes for as long as the call may have to be sent again
-//! (a pooled connection found dead at write, a retry): each attempt
+//! slots a page fragment at a time, so a 1 MiB body may need two. Fragments
+//! can be much smaller than a page: off a real network each TCP segment of
+//! ~1.4 KiB takes a slot, and on loopback a receiver that lags its sender
+//! was seen filling a pipe to an eighth (small window-limited segments). A
+//! pipe that fills while less than a sixteenth full means pieces of under
+//! 256 bytes: such a body, one that would need more than [`MAX_SEGMENTS`]
+//! pipes, and bytes `splice` cannot take (an urgent byte stops it) are
+//! refused with a [`PipeError`], and the caller reads the body into memory
+//! instead, so no client can make probegate hold more than a bounded number
+//! of pipes per call.
+//!
+//! The segments keep the bytes for as long as the call may have to be sent
+//! again (a pooled connection found dead at write, a retry): each attempt
 //! duplicates a segment into the `spare` pipe with `tee(2)` (the pages are
 //! shared, nothing is copied) and splices the spare into the backend socket.
-//! When pipes cannot be had (descriptor or pipe-page limits), the caller
-//! drains what arrived into memory and carries on the ordinary way.
+//! The spare is made by [`PipedBody::prepare`] before anything is written,
+//! so a pipe that cannot be had is probegate's failure, never mistaken for a
+//! dead backend connection.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -27,6 +38,7 @@ use std::sync::Mutex;
 
 use bytes::BytesMut;
 use rustix::io::Errno;
+use rustix::net::RecvFlags;
 use rustix::pipe::{fcntl_setpipe_size, pipe_with, splice, tee, PipeFlags, SpliceFlags};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
@@ -35,31 +47,50 @@ use tokio::net::TcpStream;
 /// the limit for a process without `CAP_SYS_RESOURCE`.
 pub const SEGMENT_BYTES: usize = 1024 * 1024;
 /// A pipe the kernel will not make at least this large is not worth its
-/// descriptors (over `fs.pipe-user-pages-soft`, new pipes get two pages):
-/// the body goes through memory instead.
+/// descriptors (over `fs.pipe-user-pages-soft`, new pipes get two pages).
 const MIN_SEGMENT_BYTES: usize = 64 * 1024;
+/// The most pipes one body may hold (two descriptors each); a body that
+/// needs more (large, in small fragments) goes through memory.
+pub const MAX_SEGMENTS: usize = 32;
+
+/// Why a body is not (or no longer) piped. Each is a reason to receive or
+/// send it through memory, never a fault of the client or the backend.
+#[derive(Debug, thiserror::Error)]
+pub enum PipeError {
+    #[error("cannot make a pipe: {0}")]
+    Create(io::Error),
+    #[error("the kernel made a pipe of {capacity} bytes, asked for {wanted}")]
+    TooSmall { capacity: usize, wanted: usize },
+    #[error("the body arrives in small pieces: a pipe filled with {held} of its {capacity} bytes")]
+    Fragmented { held: usize, capacity: usize },
+    #[error(
+        "the body needs more than {MAX_SEGMENTS} pipes ({received} of {expected} bytes received)"
+    )]
+    TooManySegments { received: usize, expected: usize },
+    #[error("the client socket reads {0}")]
+    Socket(io::Error),
+}
 
 /// One pipe: its read and write ends, and what it can hold.
 struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
     capacity: usize,
-    /// Bytes written into it.
+    /// Bytes written into it and not yet read out.
     len: usize,
 }
 
 impl Pipe {
     /// A non-blocking pipe able to hold about `wanted` bytes (the kernel
-    /// rounds up to a power of two pages), or an error when it cannot be
-    /// made at least [`MIN_SEGMENT_BYTES`] large.
-    fn new(wanted: usize) -> io::Result<Pipe> {
-        let (read, write) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
+    /// rounds up to a power of two pages).
+    fn new(wanted: usize) -> Result<Pipe, PipeError> {
+        let (read, write) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)
+            .map_err(|e| PipeError::Create(e.into()))?;
         let wanted = wanted.clamp(MIN_SEGMENT_BYTES, SEGMENT_BYTES);
-        let capacity = fcntl_setpipe_size(&write, wanted)?;
-        if capacity < MIN_SEGMENT_BYTES {
-            return Err(io::Error::other(format!(
-                "the kernel made a pipe of {capacity} bytes, asked for {wanted}"
-            )));
+        let capacity =
+            fcntl_setpipe_size(&write, wanted).map_err(|e| PipeError::Create(e.into()))?;
+        if capacity < wanted {
+            return Err(PipeError::TooSmall { capacity, wanted });
         }
         Ok(Pipe {
             read,
@@ -67,6 +98,19 @@ impl Pipe {
             capacity,
             len: 0,
         })
+    }
+
+    /// Reads out and discards what is left in the pipe (after a send that
+    /// stopped half-way), so it can serve again. False if that failed.
+    fn empty(&mut self) -> bool {
+        let mut scratch = vec![0u8; 64 * 1024];
+        while self.len > 0 {
+            match rustix::io::read(&self.read, &mut scratch[..]) {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => self.len = self.len.saturating_sub(n),
+            }
+        }
+        true
     }
 }
 
@@ -83,22 +127,19 @@ pub enum Fill {
 /// held in pipes.
 pub struct PipedBody {
     segments: Vec<Pipe>,
-    /// Emptied after every complete send; `None` after a send that failed
-    /// half-way (the next attempt makes a new one).
+    /// The pipe each send duplicates segments into: made by `prepare`,
+    /// given back emptied after every send (also one that failed).
     spare: Mutex<Option<Pipe>>,
     /// Bytes the body will have once received.
     expected: usize,
 }
 
 impl PipedBody {
-    /// Pipes for a body of `expected` bytes: the first segment and the
-    /// spare. Fails when the kernel will not give pipes of a useful size.
-    pub fn new(expected: usize) -> io::Result<PipedBody> {
-        let first = Pipe::new(segment_for(expected))?;
-        let spare = Pipe::new(SEGMENT_BYTES.min(first.capacity.max(segment_for(expected))))?;
+    /// The first pipe for a body of `expected` bytes.
+    pub fn new(expected: usize) -> Result<PipedBody, PipeError> {
         Ok(PipedBody {
-            segments: vec![first],
-            spare: Mutex::new(Some(spare)),
+            segments: vec![Pipe::new(segment_for(expected))?],
+            spare: Mutex::new(None),
             expected,
         })
     }
@@ -118,12 +159,13 @@ impl PipedBody {
     }
 
     /// Moves what `socket` has (at most `max` bytes, never past the body's
-    /// end) into the pipes, waiting until it has something. Adds a segment
-    /// when the last one is full.
-    pub async fn fill_from(&mut self, socket: &TcpStream, max: usize) -> io::Result<Fill> {
+    /// end) into the pipes, waiting until it has something. Adds a pipe when
+    /// the last one is full, within the limits above.
+    pub async fn fill_from(&mut self, socket: &TcpStream, max: usize) -> Result<Fill, PipeError> {
         let max = max.min(self.expected.saturating_sub(self.len()));
+        debug_assert!(max > 0, "fill_from on a complete body");
         loop {
-            socket.readable().await?;
+            socket.readable().await.map_err(PipeError::Socket)?;
             let last = self.segments.last_mut().expect("a body has a segment");
             let step = socket.try_io(Interest::READABLE, || splice_in(socket, last, max));
             match step {
@@ -132,47 +174,75 @@ impl PipedBody {
                     last.len += n;
                     return Ok(Fill::Moved(n));
                 }
-                Ok(SpliceIn::PipeFull) => {
+                Ok(SpliceIn::Stuck) => {
+                    let (held, capacity) = (last.len, last.capacity);
+                    refuse_more(
+                        held,
+                        capacity,
+                        self.segments.len(),
+                        self.len(),
+                        self.expected,
+                    )?;
                     let left = self.expected.saturating_sub(self.len());
                     self.segments.push(Pipe::new(segment_for(left))?);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
+                Err(e) => return Err(PipeError::Socket(e)),
             }
         }
+    }
+
+    /// Makes sure a spare pipe as large as the largest segment is ready,
+    /// so that [`send_to`](Self::send_to) needs no new pipe. Call before
+    /// writing anything of the call.
+    pub fn prepare(&self) -> Result<(), PipeError> {
+        let largest = self.segments.iter().map(|s| s.capacity).max().unwrap_or(0);
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        if spare.as_ref().is_none_or(|s| s.capacity < largest) {
+            *spare = Some(Pipe::new(largest)?);
+        }
+        Ok(())
     }
 
     /// Writes the body to `socket` (after the head the caller wrote). The
     /// body stays in its pipes, so it can be written again.
     pub async fn send_to(&self, socket: &TcpStream) -> io::Result<()> {
-        let mut spare = match self.take_spare() {
-            Some(spare) => spare,
-            None => Pipe::new(SEGMENT_BYTES)?,
+        let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(spare) = spare else {
+            return Err(io::Error::other(
+                "a piped call was sent without a prepared spare pipe",
+            ));
+        };
+        // Whatever happens below (an error, the caller's timeout dropping
+        // this future), the spare goes back emptied.
+        let mut spare = SpareGuard {
+            body: self,
+            pipe: Some(spare),
         };
         for segment in &self.segments {
-            duplicate(segment, &mut spare)?;
-            while spare.len > 0 {
+            let pipe = spare.pipe.as_mut().expect("held until dropped");
+            duplicate(segment, pipe)?;
+            while pipe.len > 0 {
                 socket.writable().await?;
                 let step = socket.try_io(Interest::WRITABLE, || {
                     splice(
-                        &spare.read,
+                        &pipe.read,
                         None,
                         socket,
                         None,
-                        spare.len,
+                        pipe.len,
                         SpliceFlags::NONBLOCK,
                     )
                     .map_err(io::Error::from)
                 });
                 match step {
                     Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(n) => spare.len -= n,
+                    Ok(n) => pipe.len -= n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                     Err(e) => return Err(e),
                 }
             }
         }
-        *self.spare.lock().unwrap_or_else(|e| e.into_inner()) = Some(spare);
         Ok(())
     }
 
@@ -187,10 +257,41 @@ impl PipedBody {
         }
         Ok(())
     }
+}
 
-    fn take_spare(&self) -> Option<Pipe> {
-        self.spare.lock().unwrap_or_else(|e| e.into_inner()).take()
+/// Gives the spare back to its body when a send ends, emptied of what a
+/// send that stopped half-way left in it (or drops it if that fails).
+struct SpareGuard<'a> {
+    body: &'a PipedBody,
+    pipe: Option<Pipe>,
+}
+
+impl Drop for SpareGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(mut pipe) = self.pipe.take() {
+            if pipe.empty() {
+                *self.body.spare.lock().unwrap_or_else(|e| e.into_inner()) = Some(pipe);
+            }
+        }
     }
+}
+
+/// Whether a body whose last pipe got stuck holding `held` of its
+/// `capacity` bytes may have another pipe (see the module doc).
+fn refuse_more(
+    held: usize,
+    capacity: usize,
+    segments: usize,
+    received: usize,
+    expected: usize,
+) -> Result<(), PipeError> {
+    if held * 16 < capacity {
+        return Err(PipeError::Fragmented { held, capacity });
+    }
+    if segments >= MAX_SEGMENTS {
+        return Err(PipeError::TooManySegments { received, expected });
+    }
+    Ok(())
 }
 
 /// The segment size asked for a body with `left` bytes still to come: room
@@ -202,37 +303,51 @@ fn segment_for(left: usize) -> usize {
 
 enum SpliceIn {
     Moved(usize),
-    /// The pipe cannot take more while the socket has bytes.
-    PipeFull,
+    /// The socket has bytes that `splice` would not move into this pipe:
+    /// it is out of slots, or an urgent byte is next.
+    Stuck,
 }
 
 /// One non-blocking `splice` from `socket` into `pipe`. `EAGAIN` is
-/// ambiguous (no bytes, or no room in the pipe): it is "would block" only
-/// when the socket really has nothing queued, so tokio's readiness is
-/// cleared only then and a full pipe never leaves the call waiting for
-/// bytes that have already arrived.
+/// ambiguous: no bytes, no room in the pipe, an urgent byte next, or bytes
+/// that arrived while the splice held the socket and were only queued when
+/// it let go. A one-byte peek tells whether bytes are waiting; if so the
+/// splice is tried once more (which takes the late ones) before the pipe
+/// is called stuck. It is "would block" only when the socket really has
+/// nothing, so tokio's readiness is cleared only then and a full pipe
+/// never leaves the call waiting for bytes that have already arrived.
 fn splice_in(socket: &TcpStream, pipe: &Pipe, max: usize) -> io::Result<SpliceIn> {
     if pipe.len >= pipe.capacity {
-        return Ok(SpliceIn::PipeFull);
+        return Ok(SpliceIn::Stuck);
     }
-    match splice(socket, None, &pipe.write, None, max, SpliceFlags::NONBLOCK) {
-        Ok(n) => Ok(SpliceIn::Moved(n)),
-        Err(Errno::AGAIN) => {
-            if rustix::io::ioctl_fionread(socket)? > 0 {
-                Ok(SpliceIn::PipeFull)
-            } else {
-                Err(io::ErrorKind::WouldBlock.into())
+    for _ in 0..2 {
+        match splice(socket, None, &pipe.write, None, max, SpliceFlags::NONBLOCK) {
+            Ok(n) => return Ok(SpliceIn::Moved(n)),
+            Err(Errno::AGAIN) => {
+                let mut byte = [0u8; 1];
+                let flags = RecvFlags::PEEK | RecvFlags::DONTWAIT;
+                match rustix::net::recv(socket, &mut byte[..], flags) {
+                    Ok((1, _)) => continue,
+                    // Nothing queued (or the end of the stream, which the
+                    // next readiness and splice report).
+                    Ok(_) | Err(Errno::AGAIN) => return Err(io::ErrorKind::WouldBlock.into()),
+                    Err(e) => return Err(e.into()),
+                }
             }
+            Err(e) => return Err(e.into()),
         }
-        Err(e) => Err(e.into()),
     }
+    Ok(SpliceIn::Stuck)
 }
 
 /// Puts a copy of `segment`'s bytes (the same pages) into the empty
-/// `spare`, growing the spare when it is smaller than the segment.
+/// `spare`, which has at least as many slots.
 fn duplicate(segment: &Pipe, spare: &mut Pipe) -> io::Result<()> {
     if spare.capacity < segment.capacity {
-        *spare = Pipe::new(segment.capacity)?;
+        return Err(io::Error::other(format!(
+            "the spare pipe holds {} bytes, a segment {}",
+            spare.capacity, segment.capacity
+        )));
     }
     // tee duplicates buffer by buffer into a pipe with at least as many
     // slots, so one call takes the whole segment.
@@ -242,13 +357,13 @@ fn duplicate(segment: &Pipe, spare: &mut Pipe) -> io::Result<()> {
         segment.len,
         SpliceFlags::NONBLOCK,
     )?;
+    spare.len = teed;
     if teed != segment.len {
         return Err(io::Error::other(format!(
             "tee duplicated {teed} of {} bytes of a piped call",
             segment.len
         )));
     }
-    spare.len = teed;
     Ok(())
 }
 

@@ -36,21 +36,25 @@ fn read_all(mut socket: TcpStream, len: usize) -> tokio::task::JoinHandle<Vec<u8
     })
 }
 
-/// Fills `body` from `socket` until it is complete or the peer closes.
-async fn fill(body: &mut PipedBody, socket: &TcpStream) -> Fill {
+/// Fills `body` from `socket` until it is complete, the peer closes, or
+/// the pipes refuse it.
+async fn try_fill(body: &mut PipedBody, socket: &TcpStream) -> Result<Fill, PipeError> {
     loop {
         if body.is_complete() {
-            return Fill::Moved(body.len());
+            return Ok(Fill::Moved(body.len()));
         }
         let step =
             tokio::time::timeout(Duration::from_secs(10), body.fill_from(socket, 256 * 1024))
                 .await
-                .expect("a fill step within 10 s")
-                .expect("fill");
+                .expect("a fill step within 10 s")?;
         if step == Fill::Eof {
-            return step;
+            return Ok(step);
         }
     }
+}
+
+async fn fill(body: &mut PipedBody, socket: &TcpStream) -> Fill {
+    try_fill(body, socket).await.expect("fill")
 }
 
 #[tokio::test]
@@ -75,6 +79,7 @@ async fn a_body_larger_than_a_pipe_arrives_whole_and_is_sent_twice_identically()
 
     let (out, backend) = pair().await;
     let reader = read_all(backend, 2 * data.len());
+    body.prepare().expect("spare pipe");
     body.send_to(&out).await.expect("first send");
     body.send_to(&out).await.expect("second send (a retry)");
     let got = reader.await.expect("reader");
@@ -141,25 +146,101 @@ async fn a_client_that_closes_early_leaves_what_it_sent_and_says_eof() {
 }
 
 #[tokio::test]
-async fn a_send_to_a_closed_peer_fails_and_the_body_can_still_be_sent() {
+async fn a_send_to_a_closed_peer_fails_and_the_body_can_be_sent_again_whole() {
     let data = pattern(700 * 1024);
     let (mut client, received) = pair().await;
     client.write_all(&data).await.expect("client write");
     let mut body = PipedBody::new(data.len()).expect("pipes");
     assert_eq!(fill(&mut body, &received).await, Fill::Moved(data.len()));
 
-    // A peer that is gone: the send fails (reset) part-way.
+    // A peer that is gone (its reset is processed before `drop` returns,
+    // on loopback): the send fails part-way.
     let (dead, peer) = pair().await;
     peer.set_zero_linger().expect("linger");
     drop(peer);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    body.prepare().expect("spare pipe");
     let failed = tokio::time::timeout(Duration::from_secs(10), body.send_to(&dead))
         .await
         .expect("a failed send ends");
     assert!(failed.is_err(), "sending 700 KiB to a reset peer succeeded");
 
+    // The spare came back emptied: no prepare needed for the next send.
     let (out, backend) = pair().await;
     let reader = read_all(backend, data.len());
     body.send_to(&out).await.expect("send after a failed one");
     assert!(reader.await.expect("reader") == data);
+}
+
+#[test]
+fn pipes_are_refused_to_bodies_in_tiny_pieces_and_past_the_segment_limit() {
+    let mib = 1024 * 1024;
+    assert!(refuse_more(mib / 8, mib, 1, mib / 8, 2 * mib).is_ok());
+    assert!(matches!(
+        refuse_more(mib / 17, mib, 1, mib / 17, 2 * mib),
+        Err(PipeError::Fragmented { held, capacity }) if held == mib / 17 && capacity == mib
+    ));
+    assert!(matches!(
+        refuse_more(mib, mib, MAX_SEGMENTS, 32 * mib, 40 * mib),
+        Err(PipeError::TooManySegments { received, expected }) if received == 32 * mib && expected == 40 * mib
+    ));
+}
+
+/// However a body is cut up, it takes a bounded number of pipes: either
+/// it arrives whole within them or it is refused (to go through memory),
+/// and what was piped comes back in order with the rest in the socket.
+#[tokio::test]
+async fn a_body_in_tiny_pieces_never_takes_more_than_the_segment_limit() {
+    let data = pattern(1024 * 1024);
+    let (client, received) = pair().await;
+    client.set_nodelay(true).expect("nodelay");
+    let writer = {
+        let data = data.clone();
+        tokio::spawn(async move {
+            let mut client = client;
+            for piece in data.chunks(64) {
+                if client.write_all(piece).await.is_err() {
+                    break;
+                }
+            }
+            client
+        })
+    };
+    let mut body = PipedBody::new(data.len()).expect("pipes");
+    let outcome = try_fill(&mut body, &received).await;
+    assert!(
+        matches!(
+            outcome,
+            Ok(Fill::Moved(_)) | Err(PipeError::Fragmented { .. })
+        ),
+        "{outcome:?}"
+    );
+    // Without the limits, 1 MiB in 64-byte writes took 164 pipes here.
+    assert!(body.segments.len() <= 32, "{} pipes", body.segments.len());
+    let got = body.len();
+    let mut memory = BytesMut::new();
+    body.drain_into(&mut memory).expect("drain");
+    assert!(memory[..] == data[..got]);
+    let mut received = received;
+    let mut rest = vec![0u8; data.len() - got];
+    tokio::time::timeout(Duration::from_secs(10), received.read_exact(&mut rest))
+        .await
+        .expect("the rest within 10 s")
+        .expect("read");
+    assert!(rest[..] == data[got..]);
+    let _client = writer.await.expect("writer");
+}
+
+#[tokio::test]
+async fn an_urgent_byte_in_the_body_is_refused_not_waited_on() {
+    let (mut client, received) = pair().await;
+    client.write_all(&pattern(200 * 1024)).await.expect("write");
+    rustix::net::send(&client, b"!", rustix::net::SendFlags::OOB).expect("urgent byte");
+    client.write_all(&pattern(100 * 1024)).await.expect("write");
+    let mut body = PipedBody::new(400 * 1024).expect("pipes");
+    let refused = try_fill(&mut body, &received).await;
+    assert!(
+        matches!(refused, Err(PipeError::Fragmented { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(body.len(), 200 * 1024, "splice stops at the urgent mark");
 }
