@@ -94,19 +94,6 @@ impl Uploader {
             .unwrap_or_else(|e| panic!("uploader did not restart: {e}"));
         *self = fresh;
     }
-
-    /// Runs `uploader serve` with this config and expects it to exit by
-    /// itself (a config error must exit 64 before binding).
-    pub fn run_expecting_exit(config_text: &str) -> Finished {
-        let dir = TempDir::new("uploader-exit");
-        let config = UploaderConfig {
-            toml: Default::default(),
-            env: Vec::new(),
-        };
-        let mut launch = uploader_launch(&config, dir.path().to_path_buf());
-        launch.config = config_text.to_string();
-        run_to_exit(&launch, EXIT_TIMEOUT)
-    }
 }
 
 fn uploader_launch(config: &UploaderConfig, dir: PathBuf) -> Launch {

@@ -33,13 +33,19 @@ fn sigterm_and_sigint_exit_zero() {
 /// printed; a signal in the gap kills the process with the default action.
 #[test]
 fn signal_right_after_the_listening_line_exits_zero() {
-    for _ in 0..20 {
+    for round in 0..20 {
         let mut backend = Uploader::start(UploaderConfig::new());
-        backend.sigint();
+        let name = if round % 2 == 0 {
+            backend.sigint();
+            "SIGINT"
+        } else {
+            backend.sigterm();
+            "SIGTERM"
+        };
         let status = backend.wait_exit(STOP);
         assert!(
             status.success(),
-            "SIGINT right after the listening line: {status}"
+            "{name} right after the listening line: {status}"
         );
     }
 }
