@@ -104,20 +104,48 @@ fn check_config_accepts_the_shipped_configs() {
     }
 }
 
+/// A probegate child that is killed if a test fails before it exits, so a
+/// failed assertion never leaves a server running.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
 /// Starts probegate with a config listening on port 0 and the given
 /// `[shutdown]` grace; returns the child (stderr piped) and its listening line.
-fn start_serving(name: &str, drain_grace: &str) -> (std::process::Child, String) {
+fn start_serving(name: &str, drain_grace: &str) -> (Running, String) {
     let path = write_config(
         name,
         &format!("[listen]\npublic = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{BACKEND}[shutdown]\ndrain_grace = \"{drain_grace}\"\ntimeout = \"1s\"\n"),
     );
-    let mut child = probegate()
-        .arg("--config")
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawns");
+    let mut child = Running(
+        probegate()
+            .arg("--config")
+            .arg(&path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawns"),
+    );
     let stdout = child.stdout.take().expect("stdout");
     let mut line = String::new();
     BufReader::new(stdout)
