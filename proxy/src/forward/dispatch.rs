@@ -126,18 +126,28 @@ enum SlotOrLane {
 /// Waits in the slot queue like any call, but also takes a place on a
 /// pipelined connection as soon as one opens or gets room: a queued ping
 /// must not wait for a slot while later pings ride a lane past it.
+///
+/// `lane_room` wakes one waiter per event; a waiter that was woken and
+/// joins wakes the next (there may be more room), and one that finds none
+/// goes back to waiting. A woken waiter that leaves without looking (it
+/// got a slot, or its caller gave up) hands its wake-up on: tokio's
+/// `Notified` does that when dropped.
 async fn slot_or_lane(upstream: &Arc<Upstream>) -> Result<SlotOrLane, Undispatched> {
     // One acquire for the whole wait: it keeps its place in the FIFO queue
     // (and its timeouts.queue bound) across wake-ups; dropped, it leaves
     // the queue.
     let acquire = upstream.acquire();
     tokio::pin!(acquire);
+    let mut woken = false;
     loop {
         // Registered before looking, so that room made in between wakes us.
         let room = upstream.lane_room.notified();
         tokio::pin!(room);
         room.as_mut().enable();
         if let Some(ticket) = lane::join(upstream) {
+            if woken {
+                upstream.lane_room.notify_one();
+            }
             return Ok(SlotOrLane::Lane(ticket));
         }
         tokio::select! {
@@ -145,7 +155,13 @@ async fn slot_or_lane(upstream: &Arc<Upstream>) -> Result<SlotOrLane, Undispatch
             slot = &mut acquire => {
                 return slot.map(SlotOrLane::Slot).map_err(Undispatched::Slot);
             }
-            () = &mut room => {}
+            () = &mut room => {
+                woken = true;
+                #[cfg(test)]
+                upstream
+                    .lane_room_wakes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
 }
@@ -175,3 +191,7 @@ fn for_backend(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+#[path = "dispatch_tests.rs"]
+mod tests;

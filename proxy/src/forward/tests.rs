@@ -63,7 +63,7 @@ fn app_error(e: thrift::Error) -> String {
 }
 
 /// Calls sent pipelined on the first backend.
-fn pipelined(up: &Upstream) -> u64 {
+pub(super) fn pipelined(up: &Upstream) -> u64 {
     up.metrics
         .pipelined_total
         .with_label_values(&[&up.backends[0].label])
@@ -503,57 +503,4 @@ async fn a_lost_pipelined_connection_counts_as_one_failure() {
     );
     assert!(served > 0, "no retried ping was served");
     assert_eq!(requests(&up, "ping", "reply"), served);
-}
-
-/// A ping that finds the pipelined connection full and every slot taken
-/// waits in the queue, and joins the connection as soon as it has room,
-/// rather than waiting for a slot while later pings ride it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_queued_ping_joins_a_pipelined_connection_that_gets_room() {
-    let backend = Responder::start(FB).await;
-    backend.set_mode(Mode::DelayMethods(vec![
-        ("upload", Duration::from_secs(3)),
-        ("ping", Duration::from_millis(300)),
-    ]));
-    let cfg = config(
-        &[(backend.addr, 2, FB)],
-        "[forwarding]\npipeline_depth = 2\n[health]\nfall = 100\n",
-    );
-    let (up, addr) = proxy(&cfg, FB).await;
-    // The upload holds one slot; two pings fill a pipelined connection on
-    // the other.
-    let upload = tokio::spawn(blocking(move || {
-        let req = UploadRequest::new(vec![1; 100], "a.png".to_string(), "image/png".to_string());
-        client(addr, FB).upload(req).map(|r| r.size)
-    }));
-    eventually("the upload reached the backend", || {
-        backend.calls() == ["upload"]
-    })
-    .await;
-    let first_pings: Vec<_> = (0..2)
-        .map(|_| tokio::spawn(blocking(move || client(addr, FB).ping())))
-        .collect();
-    eventually("two pings on the pipelined connection", || {
-        up.backends[0].in_flight.get() == 3 && up.backends[0].lanes.active_count() == 1
-    })
-    .await;
-    assert_eq!(pipelined(&up), 1);
-    // Full connection, no slot: this one queues.
-    let queued = tokio::spawn(blocking(move || client(addr, FB).ping()));
-    eventually("the third ping is queued", || {
-        up.scheduler.queue_depth() == 1
-    })
-    .await;
-    // When the first ping's reply frees a place, the queued one takes it.
-    assert_eq!(queued.await.expect("task").expect("served"), "pong");
-    assert_eq!(
-        pipelined(&up),
-        2,
-        "the queued ping joined the pipelined connection"
-    );
-    assert_eq!(up.scheduler.queue_depth(), 0);
-    for ping in first_pings {
-        assert_eq!(ping.await.expect("task").expect("served"), "pong");
-    }
-    assert_eq!(upload.await.expect("task").expect("stored"), 100);
 }

@@ -189,7 +189,8 @@ pub fn open(upstream: &Arc<Upstream>, slot: Slot) -> Ticket {
         broken: CancellationToken::new(),
     });
     backend.lanes.lock().push(Arc::clone(&lane));
-    upstream.lane_room.notify_waiters();
+    // One waiter; each that joins wakes the next (`dispatch::slot_or_lane`).
+    upstream.lane_room.notify_one();
     tokio::spawn(drive(Arc::clone(upstream), slot, Arc::clone(&lane), queued));
     Ticket {
         lane,
@@ -487,7 +488,7 @@ fn write_some(
 fn leave(upstream: &Upstream, lane: &Lane) {
     let before = lane.in_flight.fetch_sub(1, Ordering::AcqRel);
     if before == upstream.config.forwarding.pipeline_depth {
-        upstream.lane_room.notify_waiters();
+        upstream.lane_room.notify_one();
     }
 }
 

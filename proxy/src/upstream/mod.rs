@@ -61,8 +61,14 @@ pub struct Upstream {
     serving: watch::Sender<bool>,
     /// Raised when a pipelined connection opens or gets room again, so that
     /// pipelinable calls waiting for a slot can join it instead
-    /// (`crate::upstream::lane`).
+    /// (`crate::upstream::lane`). One waiter is woken per event; a waiter
+    /// that joins wakes the next, so a freed place costs one or two
+    /// wake-ups however many calls wait (waking them all made every reply
+    /// cost a wake-up per queued call under overload).
     pub(crate) lane_room: tokio::sync::Notify,
+    /// Waiters woken by `lane_room`, for the tests of the above.
+    #[cfg(test)]
+    pub(crate) lane_room_wakes: std::sync::atomic::AtomicUsize,
 }
 
 impl Upstream {
@@ -126,6 +132,8 @@ impl Upstream {
             buffer_budget: Arc::new(tokio::sync::Semaphore::new(budget)),
             serving: watch::Sender::new(false),
             lane_room: tokio::sync::Notify::new(),
+            #[cfg(test)]
+            lane_room_wakes: std::sync::atomic::AtomicUsize::new(0),
         }))
     }
 
