@@ -49,14 +49,6 @@ impl fmt::Debug for OssCredentials {
 }
 
 impl OssCredentials {
-    /// Credentials from values the caller obtained (tests, embedding).
-    pub fn new(access_key_id: impl Into<String>, access_key_secret: impl Into<String>) -> Self {
-        OssCredentials {
-            access_key_id: access_key_id.into(),
-            access_key_secret: access_key_secret.into(),
-        }
-    }
-
     /// Reads both variables; a missing or empty one is an error naming it.
     pub fn from_env() -> Result<Self, SetupError> {
         let read = |name: &'static str| match std::env::var(name) {

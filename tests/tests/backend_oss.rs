@@ -38,6 +38,11 @@ fn outcome(backend: &Uploader, outcome: &str) -> f64 {
         .get(&format!("uploader_uploads_total{{outcome=\"{outcome}\"}}"))
 }
 
+/// Requests the fake received with `method`, whatever their status.
+fn requests_with(oss: &FakeOss, method: &str) -> usize {
+    oss.requests().iter().filter(|r| r.method == method).count()
+}
+
 #[test]
 fn upload_lands_in_the_bucket_with_bytes_and_content_type() {
     let oss = fake();
@@ -61,10 +66,16 @@ fn upload_lands_in_the_bucket_with_bytes_and_content_type() {
         );
     }
     assert_eq!(oss.signature_failures(), 0, "{:?}", oss.requests());
-    // Same bytes again: same key.
+    // Same bytes again: same key, found by the existence check, not PUT again.
     let again = client.upload(images::PNG, None, None).expect("upload");
     assert!(oss.object(&again.key).is_some());
     assert_eq!(oss.keys().len(), images::ALL.len());
+    assert_eq!(
+        requests_with(&oss, "PUT"),
+        images::ALL.len(),
+        "no second PUT for bytes already stored"
+    );
+    assert_eq!(outcome(&backend, "duplicate"), 1.0);
     // Readiness reflects a reachable bucket.
     assert_eq!(
         http::get(backend.admin_addr(), "/ready")
@@ -102,6 +113,9 @@ fn failing_store_is_storage_unavailable_then_recovers() {
         .expect_err("upload to a failing store");
     assert_eq!(err.upload_code(), Some(ERROR_STORAGE_UNAVAILABLE), "{err}");
     assert!(oss.error_count("ServiceUnavailable") >= 1);
+    // The existence check is tried 1 + storage.retries times, then given up.
+    assert_eq!(requests_with(&oss, "HEAD"), 2, "{:?}", oss.requests());
+    assert_eq!(requests_with(&oss, "PUT"), 0);
     assert_eq!(client.ping().expect("the connection survives"), "pong");
 
     // A transient failure is retried (storage.retries = 1) and succeeds.
@@ -124,4 +138,17 @@ fn etag_that_is_not_our_md5_is_an_integrity_error() {
         .expect_err("upload with a corrupt ETag");
     assert_eq!(err.upload_code(), Some(ERROR_INTEGRITY), "{err}");
     assert_eq!(outcome(&backend, "integrity_error"), 1.0);
+    // The object whose ETag did not match was deleted: no partial object.
+    assert_eq!(requests_with(&oss, "DELETE"), 1, "{:?}", oss.requests());
+    assert!(oss.keys().is_empty(), "{:?}", oss.keys());
+
+    // Once the store behaves, the same upload is stored.
+    oss.set_corrupt_etag(false);
+    let ok = client
+        .upload(images::WEBP, None, None)
+        .expect("upload once the ETag is right");
+    assert_eq!(
+        oss.object(&ok.key).map(|o| o.0),
+        Some(images::WEBP.to_vec())
+    );
 }
