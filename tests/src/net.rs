@@ -9,6 +9,8 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
 /// Connects to `target` from `source` (any port), within `timeout`. On
 /// Linux the whole `127.0.0.0/8` is local, so `127.100.0.1` works as a
 /// distinct client address without any setup.
@@ -23,29 +25,21 @@ pub fn connect_from(
             format!("tests use loopback only: {source} -> {target}"),
         ));
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let stream = runtime.block_on(async {
-        let socket = match source {
-            IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-            IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-        };
-        socket.bind(SocketAddr::new(source, 0))?;
-        tokio::time::timeout(timeout, socket.connect(target))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connect to {target}")))?
-    })?;
-    let stream = stream.into_std()?;
-    stream.set_nonblocking(false)?;
-    Ok(stream)
+    let socket = Socket::new(
+        Domain::for_address(target),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    socket.bind(&SockAddr::from(SocketAddr::new(source, 0)))?;
+    socket.connect_timeout(&SockAddr::from(target), timeout)?;
+    Ok(socket.into())
 }
 
 /// Closes `stream` with a TCP RST (`SO_LINGER` 0), as cloud health checks
 /// do after the handshake.
 pub fn close_with_rst(stream: TcpStream) -> io::Result<()> {
-    let socket = tokio::net::TcpSocket::from_std_stream(stream);
-    socket.set_zero_linger()?;
+    let socket = Socket::from(stream);
+    socket.set_linger(Some(Duration::ZERO))?;
     drop(socket);
     Ok(())
 }
