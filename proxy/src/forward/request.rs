@@ -69,6 +69,10 @@ pub async fn serve(
         let mut read_limit = max_read;
         if !buf.is_empty() {
             match delimit(flavor, &buf, max_frame) {
+                Ok(Delimit::Complete { header, .. }) if !header.is_call() => {
+                    refuse_non_call(&header, &upstream);
+                    return;
+                }
                 Ok(Delimit::Complete { len, header }) => {
                     let whole = buf.capacity();
                     let message = Message::in_memory(buf.split_to(len).freeze());
@@ -89,6 +93,10 @@ pub async fn serve(
                         .then(|| frame_header(flavor.protocol, &buf))
                         .flatten();
                     if let Some(header) = header {
+                        if !header.is_call() {
+                            refuse_non_call(&header, &upstream);
+                            return;
+                        }
                         let received =
                             piping::receive(&client, &mut budget, need, idle, max_read, &mut buf)
                                 .await;
@@ -190,6 +198,19 @@ pub async fn serve(
             return;
         }
     }
+}
+
+/// A client may only call: every message it sends is held to that, not
+/// only the first one the edge sniffed. A reply or exception from a client
+/// closes it unforwarded.
+fn refuse_non_call(header: &MessageHeader, upstream: &Upstream) {
+    tracing::debug!(
+        kind = ?header.kind,
+        method = %header.name,
+        seqid = header.seqid,
+        "client sent a message that is not a call; closing"
+    );
+    upstream.metrics.request.count(OTHER_METHOD, Outcome::Error);
 }
 
 /// The most bytes of a new call read onto the stack (see `serve`).

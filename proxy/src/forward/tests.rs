@@ -504,3 +504,40 @@ async fn a_lost_pipelined_connection_counts_as_one_failure() {
     assert!(served > 0, "no retried ping was served");
     assert_eq!(requests(&up, "ping", "reply"), served);
 }
+
+/// Every message a client sends must be a call: a reply (or exception)
+/// after a good call closes the client, and the backend never sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_message_that_is_not_a_call_closes_the_client_unforwarded() {
+    use thrift::protocol::{TMessageIdentifier, TMessageType, TOutputProtocol};
+    let backend = Responder::start(FB).await;
+    let (up, addr) = proxy(&config(&[(backend.addr, 1, FB)], ""), FB).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&ping_call(FB, 1).unwrap()).await.unwrap();
+    let mut reply = vec![0u8; 4];
+    s.read_exact(&mut reply).await.unwrap();
+    let mut body = vec![0u8; u32::from_be_bytes(reply[..4].try_into().unwrap()) as usize];
+    s.read_exact(&mut body).await.unwrap();
+
+    let mut message = Vec::new();
+    {
+        let mut out = thrift::protocol::TBinaryOutputProtocol::new(&mut message, true);
+        out.write_message_begin(&TMessageIdentifier::new("ping", TMessageType::Reply, 2))
+            .unwrap();
+        out.write_struct_begin(&thrift::protocol::TStructIdentifier::new("r"))
+            .unwrap();
+        out.write_field_stop().unwrap();
+        out.write_struct_end().unwrap();
+        out.write_message_end().unwrap();
+    }
+    let mut frame = (message.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&message);
+    s.write_all(&frame).await.unwrap();
+    let mut rest = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read(&mut rest))
+        .await
+        .expect("probegate closes the client");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert_eq!(backend.calls(), ["ping"]);
+    assert_eq!(requests(&up, "other", "error"), 1);
+}

@@ -118,6 +118,12 @@ impl MessageHeader {
     pub fn is_oneway(&self) -> bool {
         self.kind == TMessageType::OneWay
     }
+
+    /// Whether it is something a client may send: a call, oneway or not
+    /// (not a reply or an exception).
+    pub fn is_call(&self) -> bool {
+        matches!(self.kind, TMessageType::Call | TMessageType::OneWay)
+    }
 }
 
 impl From<TMessageIdentifier> for MessageHeader {
