@@ -176,6 +176,10 @@ pub fn main(options: Options) -> Result<()> {
         options.idle_clients
     ));
     notes.push(format!("client: {}", options.client_writes.describe()));
+    notes.push(
+        "disk: `sync` before each workload, so one workload's writeback does not load the next"
+            .to_string(),
+    );
 
     let targets: Vec<Target> = Target::ALL
         .into_iter()
@@ -226,6 +230,7 @@ pub fn main(options: Options) -> Result<()> {
             continue;
         }
         eprintln!("bench: {} ...", workload.name);
+        settle_disk();
         let mut deployments = Vec::new();
         for &t in &targets {
             match Deployment::start(&env, t, workload.backend, workload.first_byte) {
@@ -291,6 +296,27 @@ pub fn main(options: Options) -> Result<()> {
 
 /// `probegate-bench load ADDR`: closed-loop calls at a server the bench did
 /// not start; no CPU sampling (the caller knows its process).
+/// Bound on waiting for the page cache to be written out between workloads.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Writes out dirty pages (`sync`) before a workload starts, so that the
+/// storage workloads' writeback does not run on the server CPU during the
+/// next workload's windows (it made the responder behind a proxy 30–50 %
+/// slower per 1 MiB upload right after `upload-1m`). Bounded; a `sync`
+/// that does not finish in time only leaves a note on stderr.
+fn settle_disk() {
+    let (done, finished) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = done.send(Command::new("sync").status());
+    });
+    match finished.recv_timeout(SETTLE_TIMEOUT) {
+        Ok(Ok(status)) if status.success() => {}
+        Ok(Ok(status)) => eprintln!("bench: sync exited with {status}"),
+        Ok(Err(e)) => eprintln!("bench: cannot run sync: {e}"),
+        Err(_) => eprintln!("bench: sync did not finish within {SETTLE_TIMEOUT:?}"),
+    }
+}
+
 fn external_load(
     addr: SocketAddr,
     clients: usize,
