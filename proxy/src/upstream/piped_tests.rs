@@ -53,6 +53,14 @@ async fn try_fill(body: &mut PipedBody, socket: &TcpStream) -> Result<Fill, Pipe
     }
 }
 
+/// Reads `body` back into memory and checks it holds exactly `expected`.
+fn assert_drains_to(body: PipedBody, expected: &[u8]) {
+    let mut memory = BytesMut::new();
+    body.drain_into(&mut memory).expect("drain");
+    assert_eq!(memory.len(), expected.len());
+    assert!(memory[..] == expected[..], "piped bytes differ");
+}
+
 async fn fill(body: &mut PipedBody, socket: &TcpStream) -> Fill {
     try_fill(body, socket).await.expect("fill")
 }
@@ -102,9 +110,7 @@ async fn filling_stops_at_the_body_end_and_leaves_the_next_call_in_the_socket() 
         .expect("the next bytes are readable at once")
         .expect("read");
     assert_eq!(&next, b"NEXT");
-    let mut memory = BytesMut::new();
-    body.drain_into(&mut memory).expect("drain");
-    assert!(memory[..] == data[..]);
+    assert_drains_to(body, &data);
 }
 
 #[tokio::test]
@@ -140,9 +146,7 @@ async fn a_client_that_closes_early_leaves_what_it_sent_and_says_eof() {
     assert_eq!(fill(&mut body, &received).await, Fill::Eof);
     assert!(!body.is_complete());
     assert_eq!(body.len(), data.len());
-    let mut memory = BytesMut::new();
-    body.drain_into(&mut memory).expect("drain");
-    assert!(memory[..] == data[..]);
+    assert_drains_to(body, &data);
 }
 
 #[tokio::test]
@@ -217,9 +221,7 @@ async fn a_body_in_tiny_pieces_never_takes_more_than_the_segment_limit() {
     // Without the limits, 1 MiB in 64-byte writes took 164 pipes here.
     assert!(body.segments.len() <= 32, "{} pipes", body.segments.len());
     let got = body.len();
-    let mut memory = BytesMut::new();
-    body.drain_into(&mut memory).expect("drain");
-    assert!(memory[..] == data[..got]);
+    assert_drains_to(body, &data[..got]);
     let mut received = received;
     let mut rest = vec![0u8; data.len() - got];
     tokio::time::timeout(Duration::from_secs(10), received.read_exact(&mut rest))
