@@ -281,6 +281,18 @@ impl Default for ForwardingConfig {
     }
 }
 
+impl ForwardingConfig {
+    /// Whether any calls are pipelined at all.
+    pub fn pipelining(&self) -> bool {
+        self.pipeline_depth > 1 && !self.pipeline_methods.is_empty()
+    }
+
+    /// Whether calls of `method` may be pipelined.
+    pub fn pipelines(&self, method: &str) -> bool {
+        self.pipeline_depth > 1 && self.pipeline_methods.iter().any(|m| m == method)
+    }
+}
+
 /// `[shutdown]`: graceful drain on SIGTERM.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -79,9 +79,7 @@ fn check_config(file: &Path) -> ExitCode {
     let forwarding = &config.forwarding;
     let mode = match forwarding.mode {
         ForwardingMode::Connection => "connection".to_string(),
-        ForwardingMode::Request
-            if forwarding.pipeline_depth > 1 && !forwarding.pipeline_methods.is_empty() =>
-        {
+        ForwardingMode::Request if forwarding.pipelining() => {
             format!(
                 "request (pipelining {} up to {} per connection)",
                 forwarding.pipeline_methods.join(", "),

@@ -320,10 +320,8 @@ async fn forward_call(
     let mut retried = false;
     let mut undelivered = 0;
     // A piped call has pages, not bytes, to write; and it is large.
-    let pipelinable = !oneway
-        && message.body.is_none()
-        && config.forwarding.pipeline_depth > 1
-        && config.forwarding.pipeline_methods.contains(&header.name);
+    let pipelinable =
+        !oneway && message.body.is_none() && config.forwarding.pipelines(&header.name);
     loop {
         let dispatched = if pipelinable {
             dispatch_pipelined(upstream, &message, flavor).await

@@ -103,6 +103,9 @@ impl Pipe {
     /// Reads out and discards what is left in the pipe (after a send that
     /// stopped half-way), so it can serve again. False if that failed.
     fn empty(&mut self) -> bool {
+        if self.len == 0 {
+            return true;
+        }
         let mut scratch = vec![0u8; 64 * 1024];
         while self.len > 0 {
             match rustix::io::read(&self.read, &mut scratch[..]) {

@@ -7,14 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
-
-/// Bytes that differ at every position within a page, so a misplaced or
-/// repeated fragment shows.
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i % 251) as u8 ^ (i / 4096) as u8)
-        .collect()
-}
+use crate::upstream::testing::pattern;
 
 /// A connected pair: (the writing side, the accepted side).
 async fn pair() -> (TcpStream, TcpStream) {

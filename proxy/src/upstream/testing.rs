@@ -53,7 +53,7 @@ pub struct Responder {
     /// Method names of the calls read, in order.
     pub calls: Arc<Mutex<Vec<String>>>,
     /// The calls read, whole, as they arrived.
-    pub messages: Arc<Mutex<Vec<bytes::Bytes>>>,
+    messages: Arc<Mutex<Vec<bytes::Bytes>>>,
     mode: Arc<Mutex<Mode>>,
     /// Cancelling it closes every open connection.
     kill: Arc<Mutex<CancellationToken>>,
@@ -136,6 +136,20 @@ impl Responder {
     pub fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
     }
+
+    /// The calls read so far, whole, as they arrived.
+    pub fn messages(&self) -> Vec<bytes::Bytes> {
+        self.messages.lock().unwrap().clone()
+    }
+}
+
+/// `len` bytes that differ along the whole run (position within a page and
+/// page number both show), so a misplaced or repeated page of a large body
+/// is caught.
+pub fn pattern(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i % 251) as u8 ^ (i / 4096) as u8)
+        .collect()
 }
 
 async fn serve(
