@@ -223,26 +223,15 @@ pub async fn call(
     // Whatever ends this wait without an answer (the deadline, or this
     // future being dropped) breaks the lane: the calls behind this one
     // must not wait on a connection nobody bounds any more.
-    let mut guard = BreakUnlessAnswered(Some(&lane.broken));
+    let guard = lane.broken.drop_guard_ref();
     let result = match tokio::time::timeout(deadline, answer).await {
         Ok(Ok(result)) => result,
         // The lane's task ended without answering (runtime shutdown).
         Ok(Err(_)) => Err(CallError::Closed),
         Err(_) => return Err(CallError::Timeout { limit: deadline }),
     };
-    guard.0 = None;
+    guard.disarm();
     result
-}
-
-/// Breaks a lane when dropped still armed (see [`call`]).
-struct BreakUnlessAnswered<'a>(Option<&'a CancellationToken>);
-
-impl Drop for BreakUnlessAnswered<'_> {
-    fn drop(&mut self) {
-        if let Some(broken) = self.0 {
-            broken.cancel();
-        }
-    }
 }
 
 fn not_written() -> CallError {
@@ -295,7 +284,7 @@ impl End {
             // unwritten calls remain (see `deliver`).
             End::Idle | End::Closed | End::OutOfStep => CallError::Closed,
             End::Broken => CallError::PipelineBroken,
-            End::ReadFailed(e) => CallError::Read(io::Error::new(e.kind(), e.to_string())),
+            End::ReadFailed(e) => CallError::Read(copy_io_error(e)),
             End::WriteFailed(_) => CallError::Closed,
             End::BadReply(e) => CallError::BadReply(e.clone()),
         }
@@ -316,12 +305,21 @@ async fn drive(
         Err(e) => {
             backend.lanes.remove(&lane);
             upstream.report_failure(slot.backend(), &e.to_string());
-            queued.close();
-            while let Ok(item) = queued.try_recv() {
-                if let Some(Queued { reply, .. }) = item {
-                    let _ = reply.send(Err(CallError::Connect(copy_connect_error(&e))));
-                }
-            }
+            fail_queued(&mut queued, || CallError::Connect(copy_connect_error(&e)));
+        }
+    }
+}
+
+/// Closes the lane's queue and answers every call still in it with
+/// `error()`: none of them was written.
+fn fail_queued(
+    queued: &mut mpsc::UnboundedReceiver<Option<Queued>>,
+    error: impl Fn() -> CallError,
+) {
+    queued.close();
+    while let Ok(item) = queued.try_recv() {
+        if let Some(Queued { reply, .. }) = item {
+            let _ = reply.send(Err(error()));
         }
     }
 }
@@ -335,9 +333,14 @@ fn copy_connect_error(e: &ConnectError) -> ConnectError {
         },
         ConnectError::Io { addr, source } => ConnectError::Io {
             addr: *addr,
-            source: io::Error::new(source.kind(), source.to_string()),
+            source: copy_io_error(source),
         },
     }
+}
+
+/// An `io::Error` cannot be cloned: the same kind and text.
+fn copy_io_error(e: &io::Error) -> io::Error {
+    io::Error::new(e.kind(), e.to_string())
 }
 
 /// Runs a lane on its connection until it ends: idle (the connection goes
@@ -424,12 +427,7 @@ async fn serve(
         }
     }
     // Calls never written are safe to send again; the others may have run.
-    queued.close();
-    while let Ok(item) = queued.try_recv() {
-        if let Some(Queued { reply, .. }) = item {
-            let _ = reply.send(Err(not_written()));
-        }
-    }
+    fail_queued(&mut queued, not_written);
     let written = waiting.len().saturating_sub(unwritten);
     for (i, reply) in waiting.into_iter().enumerate() {
         let error = if i < written {
@@ -503,6 +501,7 @@ fn deliver(
     lane: &Lane,
     backend: &super::Backend,
 ) -> Result<(), End> {
+    let mut noted = false;
     while !replies.is_empty() {
         let max_frame = upstream.config.limits.max_frame_bytes;
         match delimit(backend.flavor, replies, max_frame).map_err(End::BadReply)? {
@@ -515,7 +514,11 @@ fn deliver(
                 };
                 written -= 1;
                 let bytes = replies.split_to(len).freeze();
-                backend.note_reply();
+                // One clock read per batch of replies, not per reply.
+                if !noted {
+                    backend.note_reply();
+                    noted = true;
+                }
                 leave(upstream, lane);
                 let _ = reply.send(Ok(Reply { bytes, header }));
             }

@@ -126,6 +126,8 @@ impl MessageHeader {
     }
 }
 
+/// The `thrift` crate's header, as the header tests' oracle reads it.
+#[cfg(test)]
 impl From<TMessageIdentifier> for MessageHeader {
     fn from(id: TMessageIdentifier) -> Self {
         MessageHeader {

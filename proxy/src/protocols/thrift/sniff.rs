@@ -12,8 +12,6 @@
 //! name is at most [`MAX_NAME_BYTES`]), so garbage can never make the caller
 //! wait for, or allocate, more than a few hundred bytes.
 
-use thrift::protocol::TMessageType;
-
 use super::wire::{Position, ReadFailure, MAX_NAME_BYTES};
 use super::{Flavor, InvalidThrift, MessageHeader, Protocol, Transport};
 
@@ -136,19 +134,20 @@ fn looks_non_strict(buf: &[u8], name_len: usize) -> Option<bool> {
 
 /// A client may only call.
 fn accept(flavor: Flavor, header: MessageHeader) -> Sniff {
-    match header.kind {
-        TMessageType::Call | TMessageType::OneWay => Sniff::Thrift { flavor, header },
-        other => Sniff::Invalid(InvalidThrift::BadHeader(format!(
-            "a client sent a {other:?} message ({:?}, seqid {})",
-            header.name, header.seqid
-        ))),
+    if header.is_call() {
+        Sniff::Thrift { flavor, header }
+    } else {
+        Sniff::Invalid(InvalidThrift::BadHeader(format!(
+            "a client sent a {:?} message ({:?}, seqid {})",
+            header.kind, header.name, header.seqid
+        )))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use thrift::protocol::{
-        TBinaryOutputProtocol, TMessageIdentifier, TOutputProtocol, TStructIdentifier,
+        TBinaryOutputProtocol, TMessageIdentifier, TMessageType, TOutputProtocol, TStructIdentifier,
     };
     use uploader_idl::TUploaderSyncClient;
 
