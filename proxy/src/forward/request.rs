@@ -65,10 +65,13 @@ pub async fn serve(
         return;
     }
     loop {
-        let need;
+        let mut need = 0;
         let mut read_limit = max_read;
         if !buf.is_empty() {
-            match delimit(flavor, &buf, max_frame) {
+            // A whole call, received in memory or with its body in pipes:
+            // the message, its header, the bytes it holds of the budget and
+            // the buffer's capacity before it was split off.
+            let ready = match delimit(flavor, &buf, max_frame) {
                 Ok(Delimit::Complete { header, .. }) if !header.is_call() => {
                     refuse_non_call(&header, &upstream);
                     return;
@@ -76,15 +79,7 @@ pub async fn serve(
                 Ok(Delimit::Complete { len, header }) => {
                     let whole = buf.capacity();
                     let message = Message::in_memory(buf.split_to(len).freeze());
-                    let keep_going =
-                        serve_call(&mut client, message, &header, flavor, &upstream).await;
-                    budget.give_back(len);
-                    release(&mut buf, whole);
-                    in_memory = false;
-                    if !keep_going {
-                        return;
-                    }
-                    continue;
+                    Some((message, header, len, whole))
                 }
                 Ok(Delimit::NeedMore { at_least }) => {
                     need = at_least.saturating_sub(buf.len());
@@ -92,46 +87,53 @@ pub async fn serve(
                     let header = pipeable
                         .then(|| frame_header(flavor.protocol, &buf))
                         .flatten();
-                    if let Some(header) = header {
-                        if !header.is_call() {
+                    match header {
+                        Some(header) if !header.is_call() => {
                             refuse_non_call(&header, &upstream);
                             return;
                         }
-                        let received =
-                            piping::receive(&client, &mut budget, need, idle, max_read, &mut buf)
-                                .await;
-                        match received {
-                            Piping::Whole(body) => {
-                                let whole = buf.capacity();
-                                let len = buf.len() + body.len();
-                                let message = Message {
-                                    head: buf.split().freeze(),
-                                    body: Some(Arc::new(body)),
-                                };
-                                upstream.metrics.request.piped.inc();
-                                let keep_going =
-                                    serve_call(&mut client, message, &header, flavor, &upstream)
-                                        .await;
-                                budget.give_back(len);
-                                release(&mut buf, whole);
-                                if !keep_going {
-                                    return;
+                        Some(header) => {
+                            let received = piping::receive(
+                                &client,
+                                &mut budget,
+                                need,
+                                idle,
+                                max_read,
+                                &mut buf,
+                            )
+                            .await;
+                            match received {
+                                Piping::Whole(body) => {
+                                    upstream.metrics.request.piped.inc();
+                                    let whole = buf.capacity();
+                                    let len = buf.len() + body.len();
+                                    let message = Message {
+                                        head: buf.split().freeze(),
+                                        body: Some(Arc::new(body)),
+                                    };
+                                    Some((message, header, len, whole))
+                                }
+                                Piping::InMemory => {
+                                    in_memory = true;
+                                    continue;
+                                }
+                                Piping::Gone => return,
+                            }
+                        }
+                        None => {
+                            if pipeable {
+                                // Only the header is missing (a client that
+                                // writes the frame length on its own): read
+                                // just enough for it, and leave the body to
+                                // the pipes.
+                                read_limit = READ_CHUNK;
+                            } else if at_least >= LARGE && buf.capacity() < at_least {
+                                if let Some(mut stocked) = STOCK.take() {
+                                    stocked.extend_from_slice(&buf);
+                                    buf = stocked;
                                 }
                             }
-                            Piping::InMemory => in_memory = true,
-                            Piping::Gone => return,
-                        }
-                        continue;
-                    }
-                    if pipeable {
-                        // Only the header is missing (a client that writes
-                        // the frame length on its own): read just enough
-                        // for it, and leave the body to the pipes.
-                        read_limit = READ_CHUNK;
-                    } else if at_least >= LARGE && buf.capacity() < at_least {
-                        if let Some(mut stocked) = STOCK.take() {
-                            stocked.extend_from_slice(&buf);
-                            buf = stocked;
+                            None
                         }
                     }
                 }
@@ -140,6 +142,16 @@ pub async fn serve(
                     upstream.metrics.request.count(OTHER_METHOD, Outcome::Error);
                     return;
                 }
+            };
+            if let Some((message, header, len, whole)) = ready {
+                let keep_going = serve_call(&mut client, message, &header, flavor, &upstream).await;
+                budget.give_back(len);
+                release(&mut buf, whole);
+                in_memory = false;
+                if !keep_going {
+                    return;
+                }
+                continue;
             }
         } else {
             // Between calls: no buffer, no budget, just wait for bytes. The

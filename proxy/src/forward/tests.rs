@@ -419,7 +419,10 @@ async fn nothing_is_pipelined_behind_a_call_outside_pipeline_methods() {
     })
     .await;
     let ping = tokio::spawn(blocking(move || client(addr, FB).ping()));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually("the second ping waits in the slot queue", || {
+        up.scheduler.queue_depth() == 1
+    })
+    .await;
     assert_eq!(
         backend.calls(),
         ["ping", "upload"],
