@@ -39,6 +39,13 @@ pub enum Writes {
 }
 
 impl Writes {
+    /// The value as given on the command line (and in results.jsonl).
+    pub fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self)
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
+    }
+
     /// How the output notes say it.
     pub fn describe(self) -> &'static str {
         match self {
@@ -141,6 +148,12 @@ pub fn describe(e: &thrift::Error) -> String {
 mod tests {
     use super::*;
     use thrift::{TransportError, TransportErrorKind};
+
+    #[test]
+    fn client_writes_are_named_as_on_the_command_line() {
+        assert_eq!(Writes::One.name(), "one");
+        assert_eq!(Writes::Two.name(), "two");
+    }
 
     #[test]
     fn timeouts_are_named() {

@@ -56,7 +56,7 @@ pub struct Options {
     /// How the load generator writes a call: `one` write (like Thrift's
     /// C++, Java, Python and Go clients) or `two` (length, then message,
     /// like the Rust thrift crate's framed writer on a bare socket).
-    #[arg(long, value_enum, default_value_t = Writes::One)]
+    #[arg(long, global = true, value_enum, default_value_t = Writes::One)]
     pub client_writes: Writes,
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -86,9 +86,6 @@ pub enum Command {
         /// Upload a PNG of this many bytes instead of calling ping.
         #[arg(long)]
         upload: Option<usize>,
-        /// `one` write per call, or `two` (length, then message).
-        #[arg(long, value_enum, default_value_t = Writes::One)]
-        client_writes: Writes,
     },
     /// Print the tables and redraw the chart from a results.jsonl.
     Report {

@@ -133,8 +133,7 @@ pub fn main(options: Options) -> Result<()> {
             clients,
             secs,
             upload,
-            client_writes,
-        }) => return external_load(*addr, *clients, *secs, *upload, *client_writes),
+        }) => return external_load(*addr, *clients, *secs, *upload, options.client_writes),
         None => {}
     }
     let root = workspace_root();
@@ -264,7 +263,7 @@ pub fn main(options: Options) -> Result<()> {
         "window_s": options.window().as_secs_f64(),
         "probe_rate": options.probe_rate,
         "idle_clients": options.idle_clients,
-        "client_writes": format!("{:?}", options.client_writes).to_lowercase(),
+        "client_writes": options.client_writes.name(),
         "notes": notes,
         "skipped": skipped,
         "goals": verdicts,
@@ -294,8 +293,6 @@ pub fn main(options: Options) -> Result<()> {
     Ok(())
 }
 
-/// `probegate-bench load ADDR`: closed-loop calls at a server the bench did
-/// not start; no CPU sampling (the caller knows its process).
 /// Bound on waiting for the page cache to be written out between workloads.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -317,6 +314,8 @@ fn settle_disk() {
     }
 }
 
+/// `probegate-bench load ADDR`: closed-loop calls at a server the bench did
+/// not start; no CPU sampling (the caller knows its process).
 fn external_load(
     addr: SocketAddr,
     clients: usize,
