@@ -146,11 +146,18 @@ fn start_serving(name: &str, drain_grace: &str) -> (Running, String) {
             .spawn()
             .expect("spawns"),
     );
+    // Read on a thread, so a probegate that never prints its line fails the
+    // test after a bound instead of hanging it (the guard then kills it).
     let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("reads a line");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("probegate prints its listening line within 10 s");
     (child, line)
 }
 

@@ -73,9 +73,7 @@ fn health_follows_the_backend_down_and_up_and_admin_agrees() {
     let proxy =
         Probegate::start(health_config(&backend).set("health.paths", vec!["/health", "/healthz"]));
     let addr = backend.thrift_addr();
-    wait_until(PROMPT, "the backend to be up", || {
-        proxy.backend_up(addr) == 1.0
-    });
+    proxy.wait_backends_up(&[addr], PROMPT);
 
     // Up: every configured path answers 200, GET with a reason, HEAD without.
     let head = http::head(proxy.public_addr(), "/health").expect("HEAD /health");
