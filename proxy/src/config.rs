@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::str::FromStr;
+use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
@@ -20,6 +21,10 @@ use crate::protocols::thrift::{Flavor, Protocol, Transport};
 /// The largest `forwarding.pipeline_depth`: beyond this a pipelined call
 /// would wait behind more calls than any quick method justifies.
 pub const MAX_PIPELINE_DEPTH: usize = 1024;
+
+/// The longest `forwarding.pipeline_linger`: an idle pipelined connection
+/// holds a backend slot, so it is kept for moments, not for pooling.
+pub const MAX_PIPELINE_LINGER: Duration = Duration::from_secs(1);
 
 /// The whole file. Sections may be omitted; each has defaults except
 /// `[[backends]]`, of which there must be at least one.
@@ -267,6 +272,12 @@ pub struct ForwardingConfig {
     /// The most calls in flight on one pipelined connection (1: no
     /// pipelining).
     pub pipeline_depth: usize,
+    /// How long a pipelined connection whose calls are all answered waits
+    /// for the next one before it gives its slot and connection back
+    /// (at once when a call waits for a slot). Under steady load the next
+    /// call comes within microseconds, and reopening a lane per burst cost
+    /// more than the calls it carried (bench/README.md).
+    pub pipeline_linger: ConfigDuration,
 }
 
 impl Default for ForwardingConfig {
@@ -277,6 +288,7 @@ impl Default for ForwardingConfig {
             retry_methods: vec!["ping".to_string(), "upload".to_string()],
             pipeline_methods: vec!["ping".to_string()],
             pipeline_depth: 32,
+            pipeline_linger: ConfigDuration(Duration::from_millis(1)),
         }
     }
 }
@@ -285,6 +297,11 @@ impl ForwardingConfig {
     /// Whether any calls are pipelined at all.
     pub fn pipelining(&self) -> bool {
         self.pipeline_depth > 1 && !self.pipeline_methods.is_empty()
+    }
+
+    /// Whether calls of `method` that died in flight are retried.
+    pub fn retries(&self, method: &str) -> bool {
+        self.retry_methods.iter().any(|m| m == method)
     }
 
     /// Whether calls of `method` may be pipelined.
@@ -492,6 +509,16 @@ impl Config {
                 format!("must be between 1 (no pipelining) and {MAX_PIPELINE_DEPTH}"),
             ));
         }
+        if self.forwarding.pipeline_linger.get() > MAX_PIPELINE_LINGER {
+            return Err(ConfigError::invalid(
+                "forwarding.pipeline_linger",
+                self.forwarding.pipeline_linger,
+                format!(
+                    "must be at most {} (an idle pipelined connection holds a backend slot)",
+                    humantime::format_duration(MAX_PIPELINE_LINGER)
+                ),
+            ));
+        }
         Ok(())
     }
 }
@@ -545,6 +572,7 @@ mod tests {
             ("[[backends]]\naddress = \"127.0.0.1:1\"\nmax_connections = 0\n", &["backends[0].max_connections", "0"]),
             ("[health]\nrise = 0\n", &["health.rise", "0"]),
             ("[forwarding]\npipeline_depth = 0\n", &["forwarding.pipeline_depth", "0", "1024"]),
+            ("[forwarding]\npipeline_linger = \"2s\"\n", &["forwarding.pipeline_linger", "2s", "1s"]),
             ("[forwarding]\npipeline_methods = [\"ping\", \"\"]\n", &["forwarding.pipeline_methods[1]"]),
             (
                 "[forwarding]\npool_idle = \"90s\"\n[[backends]]\naddress = \"127.0.0.1:1\"\nread_timeout = \"60s\"\n",

@@ -81,9 +81,10 @@ fn check_config(file: &Path) -> ExitCode {
         ForwardingMode::Connection => "connection".to_string(),
         ForwardingMode::Request if forwarding.pipelining() => {
             format!(
-                "request (pipelining {} up to {} per connection)",
+                "request (pipelining {} up to {} per connection, lingering {})",
                 forwarding.pipeline_methods.join(", "),
-                forwarding.pipeline_depth
+                forwarding.pipeline_depth,
+                humantime::format_duration(forwarding.pipeline_linger.get())
             )
         }
         ForwardingMode::Request => "request".to_string(),

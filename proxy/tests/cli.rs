@@ -98,7 +98,9 @@ fn check_config_accepts_the_shipped_configs() {
         );
         assert!(stdout.starts_with("ok:"), "{file}: {stdout}");
         assert!(
-            stdout.contains("forwarding by request (pipelining ping up to 32 per connection)"),
+            stdout.contains(
+                "forwarding by request (pipelining ping up to 32 per connection, lingering 1ms)"
+            ),
             "{file}: {stdout}"
         );
     }

@@ -15,7 +15,11 @@
 //! many quick calls and never behind an upload. A lane holds one slot of its
 //! backend and one pooled connection while it has calls: the backend still
 //! never sees more connections than it has threads. When its last reply is
-//! delivered the connection goes back to the pool and the slot is freed.
+//! delivered it waits `forwarding.pipeline_linger` for the next call (under
+//! steady load one comes within microseconds; reopening a lane for every
+//! burst cost more than the calls it carried), then the connection goes
+//! back to the pool and the slot is freed; at once if a call is waiting
+//! for a slot.
 //!
 //! One task per lane owns the connection. It writes what callers queued, in
 //! batches (it first lets the other ready tasks queue theirs), reads the
@@ -251,6 +255,8 @@ struct Chunk {
 enum End {
     /// No call left: the connection is clean and goes back to the pool.
     Idle,
+    /// The backend closed the connection while it carried no call.
+    ClosedIdle,
     /// A caller's deadline passed (or it stopped waiting).
     Broken,
     /// The backend closed the connection.
@@ -270,6 +276,7 @@ impl End {
             End::Idle => "no call left".to_string(),
             End::Broken => "a call exceeded timeouts.request".to_string(),
             End::Closed => "the backend closed it".to_string(),
+            End::ClosedIdle => "the backend closed it while it carried no call".to_string(),
             End::ReadFailed(e) => format!("read failed: {e}"),
             End::WriteFailed(e) => format!("write failed: {e}"),
             End::BadReply(e) => format!("bad reply: {e}"),
@@ -282,7 +289,7 @@ impl End {
         match self {
             // A lane ends idle only with no call left; out of step, only
             // unwritten calls remain (see `deliver`).
-            End::Idle | End::Closed | End::OutOfStep => CallError::Closed,
+            End::Idle | End::Closed | End::ClosedIdle | End::OutOfStep => CallError::Closed,
             End::Broken => CallError::PipelineBroken,
             End::ReadFailed(e) => CallError::Read(copy_io_error(e)),
             End::WriteFailed(_) => CallError::Closed,
@@ -360,20 +367,59 @@ async fn serve(
     let mut outgoing: VecDeque<Chunk> = VecDeque::new();
     let mut replies = BytesMut::with_capacity(READ_CHUNK);
     let (mut reader, writer) = conn.stream().split();
+    let linger_for = upstream.config.forwarding.pipeline_linger.get();
+    // One timer for the lane's life, reset whenever its calls are all
+    // answered (a fresh one per pause would be an allocation each).
+    let linger = tokio::time::sleep(linger_for);
+    tokio::pin!(linger);
+    let mut lingering = false;
     let end = loop {
         // Bytes left over once every call is answered would be read by the
         // next user of the connection: the lane ends out of step instead.
         if waiting.is_empty() && !replies.is_empty() {
             break End::OutOfStep;
         }
-        if waiting.is_empty() && backend.lanes.retire_if_idle(&lane) {
-            break End::Idle;
+        // Every call answered: wait `forwarding.pipeline_linger` for the
+        // next one, unless a call is waiting for a slot (this one's). The
+        // `Notified` is enabled before the queue is looked at, so a call
+        // that starts waiting in between still wakes the lane.
+        let wanted = upstream.scheduler.slot_wanted().notified();
+        tokio::pin!(wanted);
+        if waiting.is_empty() && !lingering {
+            wanted.as_mut().enable();
+            if linger_for.is_zero() || upstream.scheduler.queue_depth() > 0 {
+                if backend.lanes.retire_if_idle(&lane) {
+                    break End::Idle;
+                }
+            } else {
+                lingering = true;
+                linger
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + linger_for);
+            }
         }
+        lingering &= waiting.is_empty();
         tokio::select! {
             biased;
             _ = lane.broken.cancelled() => break End::Broken,
-            read = reader.read_buf(&mut replies), if !waiting.is_empty() && unwritten < waiting.len() => {
+            () = &mut wanted, if lingering => {
+                lingering = false;
+                if backend.lanes.retire_if_idle(&lane) {
+                    break End::Idle;
+                }
+            }
+            () = &mut linger, if lingering => {
+                lingering = false;
+                if backend.lanes.retire_if_idle(&lane) {
+                    break End::Idle;
+                }
+            }
+            // While lingering nothing is expected: the backend closing its
+            // end (an idle timeout, a restart) ends the lane quietly, and
+            // bytes no call waits for end it out of step (at the loop's top).
+            read = reader.read_buf(&mut replies), if lingering || (!waiting.is_empty() && unwritten < waiting.len()) => {
                 match read {
+                    Ok(0) if waiting.is_empty() => break End::ClosedIdle,
                     Ok(0) => break End::Closed,
                     Ok(_) => {}
                     Err(e) => break End::ReadFailed(e),
@@ -421,8 +467,9 @@ async fn serve(
         backend.lanes.remove(&lane);
         tracing::debug!(backend = %backend.label, calls = waiting.len(), reason = %end.reason(), "pipelined backend connection closed");
         // One failure of the backend, however many calls it takes down (a
-        // broken lane's timeout is reported by the call that timed out).
-        if !matches!(end, End::Broken) {
+        // broken lane's timeout is reported by the call that timed out; a
+        // connection closed while idle failed nobody).
+        if !matches!(end, End::Broken | End::ClosedIdle) {
             upstream.report_failure(slot.backend(), &end.reason());
         }
     }

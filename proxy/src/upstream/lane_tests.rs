@@ -265,3 +265,63 @@ async fn a_reply_nobody_is_waiting_for_puts_the_connection_out_of_service() {
     })
     .await;
 }
+
+/// The longest linger allowed: far longer than any step of these tests.
+const LINGER_LONG: &str = "[forwarding]\npipeline_linger = \"1s\"\n";
+
+#[tokio::test]
+async fn an_answered_lane_lingers_and_the_next_call_joins_it() {
+    let backend = Responder::start(FB).await;
+    let up = upstream(&backend, 4, LINGER_LONG);
+    let results = send_all(&up, lane_with(&up, 2).await, Duration::from_secs(5)).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(up.backends[0].lanes.active_count(), 1, "the lane lingers");
+    assert_eq!(up.scheduler.in_use(0), 1, "holding its slot");
+    let next = join(&up).expect("the next call joins the lingering lane");
+    let reply = call(&up, next, ping(7), Duration::from_secs(5))
+        .await
+        .expect("reply on the lingering lane");
+    assert_eq!(reply.header.seqid, 7);
+    assert_eq!(backend.accepted.load(Ordering::SeqCst), 1, "one connection");
+}
+
+#[tokio::test]
+async fn a_lingering_lane_gives_its_slot_to_a_call_that_waits_for_one() {
+    let backend = Responder::start(FB).await;
+    let up = upstream(&backend, 1, LINGER_LONG);
+    let results = send_all(&up, lane_with(&up, 2).await, Duration::from_secs(5)).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(
+        up.scheduler.in_use(0),
+        1,
+        "the lingering lane holds the only slot"
+    );
+    let slot = tokio::time::timeout(Duration::from_millis(500), up.acquire())
+        .await
+        .expect("the lane retires for a waiting call, not after its 1 s linger")
+        .expect("slot");
+    assert_eq!(slot.backend(), 0);
+    assert_eq!(up.backends[0].lanes.active_count(), 0);
+    assert_eq!(up.backends[0].pool.idle_count(), 1, "its connection pooled");
+}
+
+#[tokio::test]
+async fn a_backend_closing_a_lingering_lane_is_no_failure() {
+    let backend = Responder::start(FB).await;
+    let extra = format!("[health]\nfall = 1\n{LINGER_LONG}");
+    let up = upstream(&backend, 4, &extra);
+    let results = send_all(&up, lane_with(&up, 2).await, Duration::from_secs(5)).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    backend.close_connections();
+    eventually("the lane ends: slot freed, connection dropped", || {
+        up.backends[0].lanes.active_count() == 0
+            && up.scheduler.in_use(0) == 0
+            && up.backends[0].pool.idle_count() == 0
+    })
+    .await;
+    assert_eq!(
+        up.backends[0].state(),
+        crate::upstream::State::Up,
+        "an idle connection closed by the backend failed no call (fall = 1)"
+    );
+}

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use prometheus::{Histogram, IntGauge};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
 /// Why no slot was granted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -110,6 +110,9 @@ pub struct Scheduler {
     max_queue: usize,
     queue_timeout: Duration,
     metrics: SchedulerMetrics,
+    /// Woken when a call starts waiting in the queue: an idle pipelined
+    /// connection lingering on a slot gives it up at once.
+    slot_wanted: Notify,
 }
 
 impl Scheduler {
@@ -134,6 +137,7 @@ impl Scheduler {
             max_queue,
             queue_timeout,
             metrics,
+            slot_wanted: Notify::new(),
         })
     }
 
@@ -168,6 +172,7 @@ impl Scheduler {
             self.metrics.queue_depth.set(st.waiters.len() as i64);
             (id, rx)
         };
+        self.slot_wanted.notify_waiters();
         let started = Instant::now();
         // If this future is dropped while waiting, the guard takes the
         // waiter out of the queue (or gives back a slot sent meanwhile).
@@ -261,6 +266,12 @@ impl Scheduler {
     /// Slots taken on `backend`.
     pub fn in_use(&self, backend: usize) -> usize {
         self.lock().in_use[backend]
+    }
+
+    /// Wakes (`notify_waiters`) whenever a call starts waiting for a slot;
+    /// enable the `Notified` before looking at [`Scheduler::queue_depth`].
+    pub fn slot_wanted(&self) -> &Notify {
+        &self.slot_wanted
     }
 
     /// Waiters in the FIFO queue.
