@@ -64,6 +64,11 @@ pub async fn serve(
         tracing::debug!("no buffer budget for the first bytes within timeouts.idle; closing");
         return;
     }
+    // One timer for the wait between calls, reset per call: moving a
+    // registered deadline later is a store, where a fresh timeout per call
+    // was a timer-wheel insert and a locked removal each.
+    let between_calls = tokio::time::sleep(idle);
+    tokio::pin!(between_calls);
     loop {
         let mut need = 0;
         let mut read_limit = max_read;
@@ -158,16 +163,20 @@ pub async fn serve(
             // first bytes of the next call are read into a stack buffer and
             // kept in an allocation of their size: a small call (a ping)
             // then costs one small allocation instead of a READ_CHUNK one.
+            between_calls
+                .as_mut()
+                .reset(tokio::time::Instant::now() + idle);
             let first = tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => return,
-                read = tokio::time::timeout(idle, std::future::poll_fn(|cx| read_first(&mut client, cx))) => match read {
-                    Ok(Ok(first)) => first,
-                    Ok(Err(_)) => return,
-                    Err(_) => {
-                        tracing::debug!("client idle longer than timeouts.idle; closing");
-                        return;
-                    }
+                read = std::future::poll_fn(|cx| read_first(&mut client, cx)) => match read {
+                    Ok(first) => first,
+                    Err(_) => return,
                 },
+                () = &mut between_calls => {
+                    tracing::debug!("client idle longer than timeouts.idle; closing");
+                    return;
+                }
             };
             if first.is_empty() {
                 return;
@@ -308,7 +317,7 @@ async fn forward_call(
 ) -> (Answer, Outcome) {
     let config = &upstream.config;
     let oneway = header.is_oneway();
-    let retryable = config.forwarding.retry_methods.contains(&header.name);
+    let retryable = config.forwarding.retries(&header.name);
     let request_timeout = config.timeouts.request.get();
     let max_frame = config.limits.max_frame_bytes;
     let fail = |outcome: Outcome, text: String| {

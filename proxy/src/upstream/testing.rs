@@ -166,7 +166,7 @@ async fn serve(
         let Some(call) = next_message(stream, flavor, &mut buf).await else {
             return;
         };
-        calls.lock().unwrap().push(call.header.name.clone());
+        calls.lock().unwrap().push(call.header.name.to_string());
         messages.lock().unwrap().push(call.bytes.clone());
         let action = {
             let mut mode = mode.lock().unwrap();

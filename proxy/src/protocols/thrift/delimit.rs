@@ -205,7 +205,7 @@ mod tests {
             let mut seen = Vec::new();
             while !rest.is_empty() {
                 let (len, header) = complete(flavor, rest);
-                seen.push((header.name, header.kind, header.seqid));
+                seen.push((header.name.to_string(), header.kind, header.seqid));
                 rest = &rest[len..];
             }
             assert_eq!(

@@ -21,6 +21,7 @@
 
 use std::fmt;
 
+use compact_str::CompactString;
 use serde::Deserialize;
 use thrift::protocol::{TMessageIdentifier, TMessageType};
 
@@ -105,8 +106,9 @@ impl fmt::Display for Flavor {
 /// The envelope of a Thrift message: everything probegate looks at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageHeader {
-    /// The method name, as sent (at most a few hundred bytes of UTF-8).
-    pub name: String,
+    /// The method name, as sent (at most a few hundred bytes of UTF-8;
+    /// inline up to 24).
+    pub name: CompactString,
     /// Call, Oneway, Reply or Exception.
     pub kind: TMessageType,
     /// The sender's sequence id; a reply must carry the call's.
@@ -131,7 +133,7 @@ impl MessageHeader {
 impl From<TMessageIdentifier> for MessageHeader {
     fn from(id: TMessageIdentifier) -> Self {
         MessageHeader {
-            name: id.name,
+            name: id.name.into(),
             kind: id.message_type,
             seqid: id.sequence_number,
         }
@@ -140,7 +142,7 @@ impl From<TMessageIdentifier> for MessageHeader {
 
 impl From<&MessageHeader> for TMessageIdentifier {
     fn from(h: &MessageHeader) -> Self {
-        TMessageIdentifier::new(h.name.clone(), h.kind, h.seqid)
+        TMessageIdentifier::new(h.name.to_string(), h.kind, h.seqid)
     }
 }
 
