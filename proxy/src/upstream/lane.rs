@@ -26,7 +26,9 @@
 //! replies and hands each to its caller, in order. A call whose
 //! `timeouts.request` passes breaks the lane: the connection is closed (the
 //! backend is stuck or out of step) and the other calls on it fail, those
-//! never written as safe to send again.
+//! never written as safe to send again. The lane keeps its calls' deadlines
+//! itself, with one timer: a timeout per call was a timer-wheel insert and a
+//! locked removal for every ping.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -38,6 +40,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use prometheus::IntCounter;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::call::{CallError, InFlight, Outgoing, Reply};
@@ -95,7 +98,21 @@ impl Drop for Ticket {
 /// A call handed to the lane's task.
 struct Queued {
     out: Outgoing,
-    reply: oneshot::Sender<Result<Reply, CallError>>,
+    reply: Replier,
+}
+
+/// Where a call's answer goes, and until when the lane waits for it.
+struct Replier {
+    tx: oneshot::Sender<Result<Reply, CallError>>,
+    deadline: Instant,
+    /// The caller's `timeouts.request`, for its error.
+    limit: Duration,
+}
+
+impl Replier {
+    fn send(self, result: Result<Reply, CallError>) {
+        let _ = self.tx.send(result);
+    }
 }
 
 impl Lanes {
@@ -205,7 +222,7 @@ pub fn open(upstream: &Arc<Upstream>, slot: Slot) -> Ticket {
 }
 
 /// Sends `out` on the ticket's lane and waits for its reply, at most
-/// `deadline`.
+/// `deadline` (the lane answers `CallError::Timeout` when it passes).
 pub async fn call(
     upstream: &Upstream,
     mut ticket: Ticket,
@@ -215,7 +232,12 @@ pub async fn call(
     debug_assert!(out.piped.is_none(), "piped calls are never pipelined");
     let backend = &upstream.backends[ticket.backend];
     let _in_flight = InFlight::new(&backend.in_flight);
-    let (reply, answer) = oneshot::channel();
+    let (tx, answer) = oneshot::channel();
+    let reply = Replier {
+        tx,
+        deadline: Instant::now() + deadline,
+        limit: deadline,
+    };
     ticket.used = true;
     let lane = &ticket.lane;
     if lane.calls.send(Some(Queued { out, reply })).is_err() {
@@ -224,16 +246,12 @@ pub async fn call(
     if ticket.joined {
         backend.lanes.pipelined.inc();
     }
-    // Whatever ends this wait without an answer (the deadline, or this
-    // future being dropped) breaks the lane: the calls behind this one
-    // must not wait on a connection nobody bounds any more.
+    // This future dropped unanswered (its client went away) breaks the
+    // lane: the calls behind this one must not wait on a connection whose
+    // reply nobody would take off it.
     let guard = lane.broken.drop_guard_ref();
-    let result = match tokio::time::timeout(deadline, answer).await {
-        Ok(Ok(result)) => result,
-        // The lane's task ended without answering (runtime shutdown).
-        Ok(Err(_)) => Err(CallError::Closed),
-        Err(_) => return Err(CallError::Timeout { limit: deadline }),
-    };
+    // Bounded by the lane, which answers every call by its deadline.
+    let result = answer.await.unwrap_or(Err(CallError::Closed));
     guard.disarm();
     result
 }
@@ -257,8 +275,10 @@ enum End {
     Idle,
     /// The backend closed the connection while it carried no call.
     ClosedIdle,
-    /// A caller's deadline passed (or it stopped waiting).
+    /// A caller stopped waiting.
     Broken,
+    /// A call's `timeouts.request` passed.
+    Expired,
     /// The backend closed the connection.
     Closed,
     ReadFailed(io::Error),
@@ -274,7 +294,8 @@ impl End {
     fn reason(&self) -> String {
         match self {
             End::Idle => "no call left".to_string(),
-            End::Broken => "a call exceeded timeouts.request".to_string(),
+            End::Broken => "a caller stopped waiting".to_string(),
+            End::Expired => "a call exceeded timeouts.request".to_string(),
             End::Closed => "the backend closed it".to_string(),
             End::ClosedIdle => "the backend closed it while it carried no call".to_string(),
             End::ReadFailed(e) => format!("read failed: {e}"),
@@ -290,7 +311,7 @@ impl End {
             // A lane ends idle only with no call left; out of step, only
             // unwritten calls remain (see `deliver`).
             End::Idle | End::Closed | End::ClosedIdle | End::OutOfStep => CallError::Closed,
-            End::Broken => CallError::PipelineBroken,
+            End::Broken | End::Expired => CallError::PipelineBroken,
             End::ReadFailed(e) => CallError::Read(copy_io_error(e)),
             End::WriteFailed(_) => CallError::Closed,
             End::BadReply(e) => CallError::BadReply(e.clone()),
@@ -326,7 +347,7 @@ fn fail_queued(
     queued.close();
     while let Ok(item) = queued.try_recv() {
         if let Some(Queued { reply, .. }) = item {
-            let _ = reply.send(Err(error()));
+            reply.send(Err(error()));
         }
     }
 }
@@ -362,7 +383,7 @@ async fn serve(
     let backend = &upstream.backends[slot.backend()];
     // Calls written or being written, oldest first; the last `unwritten` of
     // them are not completely written yet.
-    let mut waiting: VecDeque<oneshot::Sender<Result<Reply, CallError>>> = VecDeque::new();
+    let mut waiting: VecDeque<Replier> = VecDeque::new();
     let mut unwritten = 0usize;
     let mut outgoing: VecDeque<Chunk> = VecDeque::new();
     let mut replies = BytesMut::with_capacity(READ_CHUNK);
@@ -373,6 +394,15 @@ async fn serve(
     let linger = tokio::time::sleep(linger_for);
     tokio::pin!(linger);
     let mut lingering = false;
+    // One waiter for the lane's life, not one per turn of the loop.
+    let broken = lane.broken.cancelled();
+    tokio::pin!(broken);
+    // The earliest deadline of the calls on the lane, or a later one: the
+    // timer is set earlier when a call needs it and otherwise left to fire,
+    // and then set to what is left.
+    let expiry = tokio::time::sleep(linger_for);
+    tokio::pin!(expiry);
+    let mut expiry_set = false;
     let end = loop {
         // Bytes left over once every call is answered would be read by the
         // next user of the connection: the lane ends out of step instead.
@@ -401,7 +431,18 @@ async fn serve(
         lingering &= waiting.is_empty();
         tokio::select! {
             biased;
-            _ = lane.broken.cancelled() => break End::Broken,
+            () = &mut broken => break End::Broken,
+            () = &mut expiry, if expiry_set => {
+                let now = Instant::now();
+                if waiting.iter().any(|call| call.deadline <= now) {
+                    break End::Expired;
+                }
+                expiry_set = false;
+                if let Some(earliest) = waiting.iter().map(|call| call.deadline).min() {
+                    expiry.as_mut().reset(earliest);
+                    expiry_set = true;
+                }
+            }
             () = &mut wanted, if lingering => {
                 lingering = false;
                 if backend.lanes.retire_if_idle(&lane) {
@@ -450,6 +491,10 @@ async fn serve(
                                 outgoing.push_back(Chunk { bytes: Bytes::copy_from_slice(&prefix), ends_call: false });
                             }
                             outgoing.push_back(Chunk { bytes: out.body, ends_call: true });
+                            if !expiry_set || reply.deadline < expiry.deadline() {
+                                expiry.as_mut().reset(reply.deadline);
+                                expiry_set = true;
+                            }
                             waiting.push_back(reply);
                             unwritten += 1;
                         }
@@ -467,22 +512,25 @@ async fn serve(
         backend.lanes.remove(&lane);
         tracing::debug!(backend = %backend.label, calls = waiting.len(), reason = %end.reason(), "pipelined backend connection closed");
         // One failure of the backend, however many calls it takes down (a
-        // broken lane's timeout is reported by the call that timed out; a
-        // connection closed while idle failed nobody).
-        if !matches!(end, End::Broken | End::ClosedIdle) {
+        // timeout is reported by the call that timed out; a caller that
+        // went away or a connection closed while idle failed nobody).
+        if !matches!(end, End::Broken | End::Expired | End::ClosedIdle) {
             upstream.report_failure(slot.backend(), &end.reason());
         }
     }
     // Calls never written are safe to send again; the others may have run.
     fail_queued(&mut queued, not_written);
     let written = waiting.len().saturating_sub(unwritten);
+    let now = Instant::now();
     for (i, reply) in waiting.into_iter().enumerate() {
-        let error = if i < written {
+        let error = if matches!(end, End::Expired) && reply.deadline <= now {
+            CallError::Timeout { limit: reply.limit }
+        } else if i < written {
             end.error()
         } else {
             not_written()
         };
-        let _ = reply.send(Err(error));
+        reply.send(Err(error));
     }
     match end {
         End::Idle => backend.pool.checkin(conn),
@@ -542,7 +590,7 @@ fn leave(upstream: &Upstream, lane: &Lane) {
 /// not its reply: the backend is out of step).
 fn deliver(
     replies: &mut BytesMut,
-    waiting: &mut VecDeque<oneshot::Sender<Result<Reply, CallError>>>,
+    waiting: &mut VecDeque<Replier>,
     mut written: usize,
     upstream: &Upstream,
     lane: &Lane,
@@ -567,7 +615,7 @@ fn deliver(
                     noted = true;
                 }
                 leave(upstream, lane);
-                let _ = reply.send(Ok(Reply { bytes, header }));
+                reply.send(Ok(Reply { bytes, header }));
             }
             Delimit::NeedMore { at_least } => {
                 replies.reserve(at_least.saturating_sub(replies.len()).max(READ_CHUNK));

@@ -325,3 +325,55 @@ async fn a_backend_closing_a_lingering_lane_is_no_failure() {
         "an idle connection closed by the backend failed no call (fall = 1)"
     );
 }
+
+#[tokio::test]
+async fn a_call_joining_after_the_timer_was_set_still_times_out() {
+    let backend = Responder::start(FB).await;
+    let up = upstream(&backend, 4, LINGER_LONG);
+    let first = lane_with(&up, 1).await.pop().expect("ticket");
+    call(&up, first, ping(1), Duration::from_millis(200))
+        .await
+        .expect("first call answered; its deadline stays on the lane's timer");
+    backend.set_mode(Mode::Hang);
+    let next = join(&up).expect("the lingering lane");
+    let result = tokio::time::timeout(
+        Duration::from_secs(5),
+        call(&up, next, ping(2), Duration::from_millis(300)),
+    )
+    .await
+    .expect("the lane bounds the second call by its own deadline");
+    assert!(
+        matches!(result, Err(CallError::Timeout { limit }) if limit == Duration::from_millis(300)),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_later_call_with_an_earlier_deadline_times_out_first() {
+    let backend = Responder::start(FB).await;
+    backend.set_mode(Mode::Hang);
+    let up = upstream(&backend, 4, "");
+    let mut tickets = lane_with(&up, 2).await;
+    let quick = tickets.pop().expect("second ticket");
+    let slow = tickets.pop().expect("first ticket");
+    let slow = {
+        let up = Arc::clone(&up);
+        tokio::spawn(async move { call(&up, slow, ping(1), Duration::from_secs(30)).await })
+    };
+    eventually("the slow call reached the backend", || {
+        backend.calls().len() == 1
+    })
+    .await;
+    let quick = tokio::time::timeout(
+        Duration::from_secs(5),
+        call(&up, quick, ping(2), Duration::from_millis(100)),
+    )
+    .await
+    .expect("timed out by its own deadline, not the first call's");
+    assert!(matches!(quick, Err(CallError::Timeout { .. })), "{quick:?}");
+    let slow = slow.await.expect("task");
+    assert!(
+        matches!(slow, Err(CallError::PipelineBroken)),
+        "the other call fails with the lane: {slow:?}"
+    );
+}
