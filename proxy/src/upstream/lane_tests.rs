@@ -269,12 +269,18 @@ async fn a_reply_nobody_is_waiting_for_puts_the_connection_out_of_service() {
 /// The longest linger allowed: far longer than any step of these tests.
 const LINGER_LONG: &str = "[forwarding]\npipeline_linger = \"1s\"\n";
 
+/// Opens a lane and has two calls on it answered; with `LINGER_LONG` the
+/// lane then lingers.
+async fn answer_two_on_a_lane(up: &Arc<Upstream>) {
+    let results = send_all(up, lane_with(up, 2).await, Duration::from_secs(5)).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+}
+
 #[tokio::test]
 async fn an_answered_lane_lingers_and_the_next_call_joins_it() {
     let backend = Responder::start(FB).await;
     let up = upstream(&backend, 4, LINGER_LONG);
-    let results = send_all(&up, lane_with(&up, 2).await, Duration::from_secs(5)).await;
-    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    answer_two_on_a_lane(&up).await;
     assert_eq!(up.backends[0].lanes.active_count(), 1, "the lane lingers");
     assert_eq!(up.scheduler.in_use(0), 1, "holding its slot");
     let next = join(&up).expect("the next call joins the lingering lane");
@@ -289,8 +295,7 @@ async fn an_answered_lane_lingers_and_the_next_call_joins_it() {
 async fn a_lingering_lane_gives_its_slot_to_a_call_that_waits_for_one() {
     let backend = Responder::start(FB).await;
     let up = upstream(&backend, 1, LINGER_LONG);
-    let results = send_all(&up, lane_with(&up, 2).await, Duration::from_secs(5)).await;
-    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    answer_two_on_a_lane(&up).await;
     assert_eq!(
         up.scheduler.in_use(0),
         1,
@@ -310,8 +315,7 @@ async fn a_backend_closing_a_lingering_lane_is_no_failure() {
     let backend = Responder::start(FB).await;
     let extra = format!("[health]\nfall = 1\n{LINGER_LONG}");
     let up = upstream(&backend, 4, &extra);
-    let results = send_all(&up, lane_with(&up, 2).await, Duration::from_secs(5)).await;
-    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    answer_two_on_a_lane(&up).await;
     backend.close_connections();
     eventually("the lane ends: slot freed, connection dropped", || {
         up.backends[0].lanes.active_count() == 0
