@@ -18,7 +18,7 @@
 //! the stream. Known methods run through the generated
 //! `TUploaderProcessFunctions`, exactly as the processor would run them.
 
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
 
@@ -26,14 +26,13 @@ use thrift::protocol::{
     TBinaryInputProtocol, TBinaryOutputProtocol, TCompactInputProtocol, TCompactOutputProtocol,
     TInputProtocol, TOutputProtocol, TType,
 };
-use thrift::transport::{
-    TBufferedReadTransport, TBufferedWriteTransport, TFramedWriteTransport, TIoChannel, TTcpChannel,
-};
+use thrift::transport::{TBufferedReadTransport, TBufferedWriteTransport, TIoChannel, TTcpChannel};
 use thrift::{ApplicationError, ApplicationErrorKind, TConfiguration};
 use uploader_idl::TUploaderProcessFunctions;
 
 use crate::flavor::{Flavor, Protocol, Transport};
 use crate::framed::CappedFramedReadTransport;
+use crate::framed_write::FramedWriteTransport;
 use crate::handler::Handler;
 use crate::metrics::{Method, Metrics};
 use crate::thrift_error::describe;
@@ -196,7 +195,7 @@ type Protocols = (
 /// client cannot make the server allocate more than that either.
 /// Framed reads go through a buffer, so a small call (or several sent
 /// together) takes one `read()` instead of one for the length and one for
-/// the message.
+/// the message; a framed reply leaves in one write (`framed_write.rs`).
 fn protocols(
     stream: TcpStream,
     ctx: &ConnectionContext,
@@ -222,7 +221,7 @@ fn protocols(
                 BufReader::with_capacity(SOCKET_BUFFER, reader),
                 ctx.max_frame,
             )),
-            Box::new(framed_writer(writer)),
+            Box::new(FramedWriteTransport::new(writer)),
         ),
         Transport::Buffered => (
             Box::new(TBufferedReadTransport::new(reader)),
@@ -245,16 +244,8 @@ fn protocols(
     })
 }
 
-/// Buffer under a framed connection's reads and writes.
+/// Buffer under a framed connection's reads.
 const SOCKET_BUFFER: usize = 16 * 1024;
-
-/// The `thrift` crate's framed writer over a buffer, so that each reply
-/// leaves in one `write()`: the crate alone writes the frame length and the
-/// message separately, two segments per reply, which costs a second
-/// `sendto` and can wake the client (or probegate) twice.
-fn framed_writer<W: Write>(writer: W) -> TFramedWriteTransport<BufWriter<W>> {
-    TFramedWriteTransport::new(BufWriter::with_capacity(SOCKET_BUFFER, writer))
-}
 
 /// Reads one request, runs it and writes its reply. An error means the
 /// connection must end.
@@ -310,36 +301,6 @@ fn dispatch(
 mod tests {
     use super::*;
     use io::ErrorKind::*;
-
-    /// Counts the writes that reach it.
-    #[derive(Default)]
-    struct CountingWriter {
-        writes: Vec<Vec<u8>>,
-    }
-
-    impl Write for CountingWriter {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.writes.push(buf.to_vec());
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn a_framed_reply_leaves_in_one_write() {
-        let mut socket = CountingWriter::default();
-        let mut framed = framed_writer(&mut socket);
-        framed.write_all(b"a reply message").expect("buffered");
-        framed.flush().expect("flushed");
-        drop(framed);
-        assert_eq!(socket.writes.len(), 1, "{:?}", socket.writes);
-        let mut expected = 15u32.to_be_bytes().to_vec();
-        expected.extend_from_slice(b"a reply message");
-        assert_eq!(socket.writes[0], expected);
-    }
 
     fn record(
         eof: bool,

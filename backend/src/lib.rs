@@ -30,6 +30,7 @@ pub mod config;
 pub mod connection;
 pub mod flavor;
 pub mod framed;
+pub mod framed_write;
 pub mod handler;
 pub mod image;
 pub mod key;

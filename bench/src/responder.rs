@@ -10,7 +10,7 @@
 //! stopped like the other servers, and it exposes the same
 //! `uploader_connections_accepted_total` counter as the uploader.
 
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,16 +19,18 @@ use std::time::Duration;
 
 use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol};
 use thrift::server::TProcessor;
-use thrift::transport::{TFramedReadTransport, TFramedWriteTransport};
+use thrift::transport::TFramedReadTransport;
+use uploader::framed_write::FramedWriteTransport;
 use uploader_idl::{UploadRequest, UploadResult, UploaderSyncHandler, UploaderSyncProcessor};
 
 use crate::scrape::ACCEPTED;
 
-/// Buffer under each connection's framed transports: a reply leaves in one
-/// `write()` (the `thrift` crate's framed writer alone writes the length and
-/// the message separately, two segments per reply) and calls that arrive
-/// together are read with one `read()`, as Thrift's Java (`TSocket`'s
-/// buffered streams) and Go (`bufio`) servers do.
+/// Buffer under each connection's framed reader: calls that arrive together
+/// are read with one `read()`, as Thrift's Java (`TSocket`'s buffered
+/// streams) and Go (`bufio`) servers do. Replies go out in one `write()`
+/// each through the uploader's `FramedWriteTransport` (the `thrift` crate's
+/// framed writer alone writes the length and the message separately, two
+/// segments per reply).
 const SOCKET_BUFFER: usize = 64 * 1024;
 
 /// How the responder uses its sockets, for the bench's output.
@@ -107,9 +109,8 @@ fn serve(processor: &UploaderSyncProcessor<Handler>, stream: TcpStream) {
         return;
     };
     let read_half = BufReader::with_capacity(SOCKET_BUFFER, read_half);
-    let write_half = BufWriter::with_capacity(SOCKET_BUFFER, write_half);
     let mut input = TBinaryInputProtocol::new(TFramedReadTransport::new(read_half), true);
-    let mut output = TBinaryOutputProtocol::new(TFramedWriteTransport::new(write_half), true);
+    let mut output = TBinaryOutputProtocol::new(FramedWriteTransport::new(write_half), true);
     while processor.process(&mut input, &mut output).is_ok() {}
 }
 
