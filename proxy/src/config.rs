@@ -93,8 +93,9 @@ pub struct BackendConfig {
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// The backend's own read timeout, if it has one. When given, validation
-    /// keeps `forwarding.pool_idle` below it so the backend never closes a
-    /// pooled connection under probegate's feet.
+    /// keeps `forwarding.pool_idle` plus `forwarding.pipeline_linger` below
+    /// it so the backend never closes a pooled connection under probegate's
+    /// feet.
     #[serde(default)]
     pub read_timeout: Option<ConfigDuration>,
     /// The Thrift transport the backend is configured with.
@@ -410,12 +411,17 @@ impl Config {
                 ));
             }
             if let Some(read_timeout) = backend.read_timeout {
-                if !read_timeout.get().is_zero() && self.forwarding.pool_idle >= read_timeout {
+                // A lane's connection idles up to pipeline_linger before
+                // the pool's clock starts.
+                let longest_idle =
+                    self.forwarding.pool_idle.get() + self.forwarding.pipeline_linger.get();
+                if !read_timeout.get().is_zero() && longest_idle >= read_timeout.get() {
                     return Err(ConfigError::invalid(
                         "forwarding.pool_idle",
                         self.forwarding.pool_idle,
                         format!(
-                            "must be below backends[{i}].read_timeout = {read_timeout}, or the backend closes pooled connections first"
+                            "plus forwarding.pipeline_linger = {} must be below backends[{i}].read_timeout = {read_timeout}, or the backend closes pooled connections first",
+                            self.forwarding.pipeline_linger
                         ),
                     ));
                 }
@@ -577,6 +583,10 @@ mod tests {
             (
                 "[forwarding]\npool_idle = \"90s\"\n[[backends]]\naddress = \"127.0.0.1:1\"\nread_timeout = \"60s\"\n",
                 &["forwarding.pool_idle", "1m 30s", "read_timeout = \"1m\""],
+            ),
+            (
+                "[forwarding]\npool_idle = \"30s\"\npipeline_linger = \"1s\"\n[[backends]]\naddress = \"127.0.0.1:1\"\nread_timeout = \"31s\"\n",
+                &["forwarding.pool_idle", "pipeline_linger = \"1s\"", "read_timeout = \"31s\""],
             ),
         ];
         for (extra, needles) in cases {

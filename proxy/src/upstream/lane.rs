@@ -70,7 +70,8 @@ struct Lane {
     /// `Lanes::active`'s lock, and the lane retires only under that lock
     /// when it is zero, so nobody joins a retiring lane.
     in_flight: AtomicUsize,
-    /// Cancelled by a caller whose deadline passed: the lane closes.
+    /// Cancelled by a caller that stopped waiting (its client went away):
+    /// the lane closes.
     broken: CancellationToken,
 }
 
@@ -222,7 +223,8 @@ pub fn open(upstream: &Arc<Upstream>, slot: Slot) -> Ticket {
 }
 
 /// Sends `out` on the ticket's lane and waits for its reply, at most
-/// `deadline` (the lane answers `CallError::Timeout` when it passes).
+/// `deadline` (the lane answers `CallError::Timeout` when it passes), or
+/// `timeouts.connect` while the lane's connection is being opened.
 pub async fn call(
     upstream: &Upstream,
     mut ticket: Ticket,
@@ -390,7 +392,8 @@ async fn serve(
     let (mut reader, writer) = conn.stream().split();
     let linger_for = upstream.config.forwarding.pipeline_linger.get();
     // One timer for the lane's life, reset whenever its calls are all
-    // answered (a fresh one per pause would be an allocation each).
+    // answered (a fresh one per pause would be a timer-wheel insert and a
+    // locked removal each).
     let linger = tokio::time::sleep(linger_for);
     tokio::pin!(linger);
     let mut lingering = false;
@@ -411,44 +414,33 @@ async fn serve(
         }
         // Every call answered: wait `forwarding.pipeline_linger` for the
         // next one, unless a call is waiting for a slot (this one's). The
-        // `Notified` is enabled before the queue is looked at, so a call
-        // that starts waiting in between still wakes the lane.
+        // queue is looked at on every turn while the lane is idle, after the
+        // `Notified` is enabled, so a call that starts waiting at any point
+        // wakes the lane or is seen; and a lane retires only while someone
+        // still waits (one waiter does not close every idle lane).
         let wanted = upstream.scheduler.slot_wanted().notified();
         tokio::pin!(wanted);
-        if waiting.is_empty() && !lingering {
+        if waiting.is_empty() {
             wanted.as_mut().enable();
             if linger_for.is_zero() || upstream.scheduler.queue_depth() > 0 {
+                lingering = false;
                 if backend.lanes.retire_if_idle(&lane) {
                     break End::Idle;
                 }
-            } else {
+            } else if !lingering {
                 lingering = true;
                 linger
                     .as_mut()
                     .reset(tokio::time::Instant::now() + linger_for);
             }
+        } else {
+            lingering = false;
         }
-        lingering &= waiting.is_empty();
         tokio::select! {
             biased;
             () = &mut broken => break End::Broken,
-            () = &mut expiry, if expiry_set => {
-                let now = Instant::now();
-                if waiting.iter().any(|call| call.deadline <= now) {
-                    break End::Expired;
-                }
-                expiry_set = false;
-                if let Some(earliest) = waiting.iter().map(|call| call.deadline).min() {
-                    expiry.as_mut().reset(earliest);
-                    expiry_set = true;
-                }
-            }
-            () = &mut wanted, if lingering => {
-                lingering = false;
-                if backend.lanes.retire_if_idle(&lane) {
-                    break End::Idle;
-                }
-            }
+            // Looked at on the next turn.
+            () = &mut wanted, if lingering => {}
             () = &mut linger, if lingering => {
                 lingering = false;
                 if backend.lanes.retire_if_idle(&lane) {
@@ -460,7 +452,8 @@ async fn serve(
             // bytes no call waits for end it out of step (at the loop's top).
             read = reader.read_buf(&mut replies), if lingering || (!waiting.is_empty() && unwritten < waiting.len()) => {
                 match read {
-                    Ok(0) if waiting.is_empty() => break End::ClosedIdle,
+                    // A close or reset with no call on the lane failed nobody.
+                    Ok(0) | Err(_) if waiting.is_empty() => break End::ClosedIdle,
                     Ok(0) => break End::Closed,
                     Ok(_) => {}
                     Err(e) => break End::ReadFailed(e),
@@ -468,6 +461,19 @@ async fn serve(
                 let written = waiting.len() - unwritten;
                 if let Err(end) = deliver(&mut replies, &mut waiting, written, &upstream, &lane, backend) {
                     break end;
+                }
+            }
+            // After the read: replies already here are delivered before a
+            // deadline is judged (as the callers' own timeouts did).
+            () = &mut expiry, if expiry_set => {
+                let now = Instant::now();
+                if waiting.iter().any(|call| call.deadline <= now) {
+                    break End::Expired;
+                }
+                expiry_set = false;
+                if let Some(earliest) = waiting.iter().map(|call| call.deadline).min() {
+                    expiry.as_mut().reset(earliest);
+                    expiry_set = true;
                 }
             }
             ready = writer.writable(), if !outgoing.is_empty() => {
@@ -484,8 +490,17 @@ async fn serve(
                     tokio::task::yield_now().await;
                 }
                 let mut next = Some(first);
+                let now = Instant::now();
                 while let Some(item) = next {
                     match item {
+                        // Its deadline passed while the lane was being
+                        // opened: not sent, the backend would work for
+                        // nobody.
+                        Some(Queued { reply, .. }) if reply.deadline <= now => {
+                            let limit = reply.limit;
+                            reply.send(Err(CallError::Timeout { limit }));
+                            leave(&upstream, &lane);
+                        }
                         Some(Queued { out, reply }) => {
                             if let Some(prefix) = out.prefix {
                                 outgoing.push_back(Chunk { bytes: Bytes::copy_from_slice(&prefix), ends_call: false });

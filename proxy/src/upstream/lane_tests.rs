@@ -335,19 +335,21 @@ async fn a_call_joining_after_the_timer_was_set_still_times_out() {
     let backend = Responder::start(FB).await;
     let up = upstream(&backend, 4, LINGER_LONG);
     let first = lane_with(&up, 1).await.pop().expect("ticket");
-    call(&up, first, ping(1), Duration::from_millis(200))
+    call(&up, first, ping(1), Duration::from_millis(500))
         .await
         .expect("first call answered; its deadline stays on the lane's timer");
     backend.set_mode(Mode::Hang);
     let next = join(&up).expect("the lingering lane");
+    // Later than the first call's: the timer fires for an answered call
+    // while this one waits, and must be set again for this one.
     let result = tokio::time::timeout(
         Duration::from_secs(5),
-        call(&up, next, ping(2), Duration::from_millis(300)),
+        call(&up, next, ping(2), Duration::from_millis(800)),
     )
     .await
     .expect("the lane bounds the second call by its own deadline");
     assert!(
-        matches!(result, Err(CallError::Timeout { limit }) if limit == Duration::from_millis(300)),
+        matches!(result, Err(CallError::Timeout { limit }) if limit == Duration::from_millis(800)),
         "{result:?}"
     );
 }
@@ -356,7 +358,7 @@ async fn a_call_joining_after_the_timer_was_set_still_times_out() {
 async fn a_later_call_with_an_earlier_deadline_times_out_first() {
     let backend = Responder::start(FB).await;
     backend.set_mode(Mode::Hang);
-    let up = upstream(&backend, 4, "");
+    let up = upstream(&backend, 4, "[health]\nfall = 1\n");
     let mut tickets = lane_with(&up, 2).await;
     let quick = tickets.pop().expect("second ticket");
     let slow = tickets.pop().expect("first ticket");
@@ -379,5 +381,32 @@ async fn a_later_call_with_an_earlier_deadline_times_out_first() {
     assert!(
         matches!(slow, Err(CallError::PipelineBroken)),
         "the other call fails with the lane: {slow:?}"
+    );
+    assert_eq!(
+        up.backends[0].state(),
+        crate::upstream::State::Up,
+        "a timeout is its caller's to report, not the lane's (fall = 1)"
+    );
+}
+
+#[tokio::test]
+async fn a_call_already_past_its_deadline_is_not_sent() {
+    let backend = Responder::start(FB).await;
+    let up = upstream(&backend, 4, LINGER_LONG);
+    let late = lane_with(&up, 1).await.pop().expect("ticket");
+    let result = call(&up, late, ping(1), Duration::ZERO).await;
+    assert!(
+        matches!(result, Err(CallError::Timeout { .. })),
+        "{result:?}"
+    );
+    let next = join(&up).expect("the lane is still open: nothing was sent");
+    let reply = call(&up, next, ping(2), Duration::from_secs(5))
+        .await
+        .expect("reply");
+    assert_eq!(reply.header.seqid, 2);
+    assert_eq!(
+        backend.calls().len(),
+        1,
+        "only the second call reached the backend"
     );
 }
