@@ -1,10 +1,12 @@
-//! Reading one counter from a backend's Prometheus `/metrics`.
+//! Reading the servers' admin pages: one counter from a backend's Prometheus
+//! `/metrics`, and whether probegate is `/ready`.
 //!
 //! The bench asks every backend (the real `uploader` and the in-bench
 //! responder alike) for `uploader_connections_accepted_total`: the number of
 //! connections that reached it is the whole point of the probe, idle and
-//! incident workloads. A tiny HTTP/1.0 GET is enough; no client library needed
-//! for one request per window.
+//! incident workloads. Before measuring through probegate it waits for its
+//! `/ready` (a backend marked up), or the first calls would be refused. A tiny
+//! HTTP/1.0 GET is enough; no client library needed for a few requests.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -19,9 +21,10 @@ const MAX_PAGE: u64 = 4 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScrapeError {
-    #[error("GET http://{addr}/metrics: {source}")]
+    #[error("GET http://{addr}{path}: {source}")]
     Io {
         addr: SocketAddr,
+        path: &'static str,
         source: std::io::Error,
     },
     #[error("GET http://{addr}/metrics: no `{name}` sample in {excerpt:?}")]
@@ -32,20 +35,39 @@ pub enum ScrapeError {
     },
 }
 
-/// The value of the unlabelled sample `name` on `addr`'s `/metrics`.
-pub fn counter(addr: SocketAddr, name: &str) -> Result<f64, ScrapeError> {
-    let io = |source| ScrapeError::Io { addr, source };
+/// The whole response (status line, headers, body) to `GET path` on `addr`.
+fn get(addr: SocketAddr, path: &'static str) -> Result<String, ScrapeError> {
+    let io = |source| ScrapeError::Io { addr, path, source };
     let mut stream = TcpStream::connect_timeout(&addr, SCRAPE_TIMEOUT).map_err(io)?;
     stream.set_read_timeout(Some(SCRAPE_TIMEOUT)).map_err(io)?;
     stream.set_write_timeout(Some(SCRAPE_TIMEOUT)).map_err(io)?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\nConnection: close\r\n\r\n")
-        .map_err(io)?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: bench\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).map_err(io)?;
     let mut page = String::new();
     stream
         .take(MAX_PAGE)
         .read_to_string(&mut page)
         .map_err(io)?;
+    Ok(page)
+}
+
+/// Whether `GET /ready` on `addr` answers 200.
+pub fn ready(addr: SocketAddr) -> Result<bool, ScrapeError> {
+    Ok(is_ok(&get(addr, "/ready")?))
+}
+
+/// Whether a response's status line says 200.
+fn is_ok(response: &str) -> bool {
+    response
+        .lines()
+        .next()
+        .and_then(|status| status.split_whitespace().nth(1))
+        == Some("200")
+}
+
+/// The value of the unlabelled sample `name` on `addr`'s `/metrics`.
+pub fn counter(addr: SocketAddr, name: &str) -> Result<f64, ScrapeError> {
+    let page = get(addr, "/metrics")?;
     sample(&page, name).ok_or_else(|| ScrapeError::Missing {
         addr,
         name: name.to_string(),
@@ -70,6 +92,15 @@ pub fn sample(page: &str, name: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_200_status_line_is_ready() {
+        assert!(is_ok("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nready"));
+        assert!(!is_ok(
+            "HTTP/1.1 503 Service Unavailable\r\n\r\nno backend up: 200"
+        ));
+        assert!(!is_ok(""));
+    }
 
     #[test]
     fn finds_the_sample_and_not_its_lookalikes() {
