@@ -167,12 +167,13 @@ async fn a_backend_that_closes_the_connection_fails_the_calls_written_on_it() {
         let up = Arc::clone(&up);
         tokio::spawn(async move { send_all(&up, tickets, Duration::from_secs(5)).await })
     };
-    // The hanging backend reads the first call and swallows the rest.
-    eventually("the calls reached the backend", || {
-        backend.calls().len() == 1
+    // The hanging backend reads the first call and swallows the rest: all
+    // four are written once it has swallowed three calls' bytes.
+    let rest = 3 * ping(0).len();
+    eventually("all four calls reached the backend", || {
+        backend.calls().len() == 1 && backend.swallowed.load(Ordering::SeqCst) >= rest
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
     backend.close_connections();
     let results = calls.await.expect("task");
     for result in results {

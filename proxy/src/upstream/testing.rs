@@ -54,6 +54,8 @@ pub struct Responder {
     pub calls: Arc<Mutex<Vec<String>>>,
     /// The calls read, whole, as they arrived.
     messages: Arc<Mutex<Vec<bytes::Bytes>>>,
+    /// Bytes received after the call a hanging connection hangs on.
+    pub swallowed: Arc<AtomicUsize>,
     mode: Arc<Mutex<Mode>>,
     /// Cancelling it closes every open connection.
     kill: Arc<Mutex<CancellationToken>>,
@@ -76,6 +78,7 @@ impl Responder {
             peak_open: Arc::default(),
             calls: Arc::default(),
             messages: Arc::default(),
+            swallowed: Arc::default(),
             mode: Arc::new(Mutex::new(Mode::Normal)),
             kill: Arc::default(),
             stop: CancellationToken::new(),
@@ -85,9 +88,10 @@ impl Responder {
             Arc::clone(&responder.open),
             Arc::clone(&responder.peak_open),
         );
-        let (calls, messages, mode, kill, stop) = (
+        let (calls, messages, swallowed, mode, kill, stop) = (
             Arc::clone(&responder.calls),
             Arc::clone(&responder.messages),
+            Arc::clone(&responder.swallowed),
             Arc::clone(&responder.mode),
             Arc::clone(&responder.kill),
             responder.stop.clone(),
@@ -102,17 +106,18 @@ impl Responder {
                 accepted.fetch_add(1, Ordering::SeqCst);
                 let now = open.fetch_add(1, Ordering::SeqCst) + 1;
                 peak.fetch_max(now, Ordering::SeqCst);
-                let (open, calls, messages, mode) = (
+                let (open, calls, messages, swallowed, mode) = (
                     Arc::clone(&open),
                     Arc::clone(&calls),
                     Arc::clone(&messages),
+                    Arc::clone(&swallowed),
                     Arc::clone(&mode),
                 );
                 let killed = kill.lock().unwrap().clone();
                 conns.spawn(async move {
                     tokio::select! {
                         _ = killed.cancelled() => {}
-                        _ = serve(&mut stream, flavor, &calls, &messages, &mode) => {}
+                        _ = serve(&mut stream, flavor, &calls, &messages, &swallowed, &mode) => {}
                     }
                     drop(stream);
                     open.fetch_sub(1, Ordering::SeqCst);
@@ -157,6 +162,7 @@ async fn serve(
     flavor: Flavor,
     calls: &Mutex<Vec<String>>,
     messages: &Mutex<Vec<bytes::Bytes>>,
+    swallowed: &AtomicUsize,
     mode: &Mutex<Mode>,
 ) {
     // One buffer for the connection: a oneway call may arrive in the same
@@ -189,9 +195,13 @@ async fn serve(
             }
             Mode::CloseOnCall(_) => return,
             Mode::Hang => {
-                // Never reply, but notice when the peer closes.
+                // Never reply, but count what else arrives (already
+                // buffered, then read) and notice when the peer closes.
+                swallowed.fetch_add(buf.len(), Ordering::SeqCst);
                 let mut sink = [0u8; 512];
-                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+                while let Ok(n @ 1..) = stream.read(&mut sink).await {
+                    swallowed.fetch_add(n, Ordering::SeqCst);
+                }
                 return;
             }
         }
