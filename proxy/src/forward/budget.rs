@@ -8,8 +8,11 @@
 //! the same as bytes in memory.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
+
+use super::within;
 
 /// This client's share of `limits.max_buffered_bytes`: one permit per byte
 /// it has buffered (or is about to read). Given back on drop.
@@ -36,6 +39,20 @@ impl Budget {
             }
             Err(_closed) => false,
         }
+    }
+
+    /// Takes `n` permits, waiting at most `idle` (a client's reading pauses
+    /// while others hold them all); false, logged, when it got none: the
+    /// client is then closed.
+    pub(super) async fn take_within(&mut self, n: usize, idle: Duration) -> bool {
+        let taken = within(idle, self.take(n)).await == Some(true);
+        if !taken {
+            tracing::debug!(
+                bytes = n,
+                "buffer budget exhausted for timeouts.idle; closing client"
+            );
+        }
+        taken
     }
 
     /// Gives back up to `n` of the permits held.

@@ -62,8 +62,7 @@ pub(super) async fn receive(
     };
     while !body.is_complete() {
         let want = (body_len - body.len()).min(max_read);
-        if within(idle, budget.take(want)).await != Some(true) {
-            tracing::debug!("buffer budget exhausted for timeouts.idle; closing client");
+        if !budget.take_within(want, idle).await {
             return Piping::Gone;
         }
         match within(idle, body.fill_from(client, want)).await {

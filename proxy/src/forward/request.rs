@@ -186,8 +186,7 @@ pub async fn serve(
             if first.is_empty() {
                 return;
             }
-            if within(idle, budget.take(first.len())).await != Some(true) {
-                tracing::debug!("buffer budget exhausted for timeouts.idle; closing client");
+            if !budget.take_within(first.len(), idle).await {
                 return;
             }
             buf = first;
@@ -195,8 +194,7 @@ pub async fn serve(
         }
         let want = need.clamp(READ_CHUNK, max_read).min(read_limit);
         // Backpressure: wait for budget, but never longer than the idle bound.
-        if within(idle, budget.take(want)).await != Some(true) {
-            tracing::debug!("buffer budget exhausted for timeouts.idle; closing client");
+        if !budget.take_within(want, idle).await {
             return;
         }
         buf.reserve(want);

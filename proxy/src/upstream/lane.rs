@@ -252,7 +252,9 @@ pub async fn call(
     // lane: the calls behind this one must not wait on a connection whose
     // reply nobody would take off it.
     let guard = lane.broken.drop_guard_ref();
-    // Bounded by the lane, which answers every call by its deadline.
+    // Bounded by the lane: it answers every call by its deadline (judged
+    // whenever its reads pause, so at most a burst of replies late), or
+    // fails it once timeouts.connect passes while it opens its connection.
     let result = answer.await.unwrap_or(Err(CallError::Closed));
     guard.disarm();
     result
@@ -466,14 +468,10 @@ async fn serve(
             // After the read: replies already here are delivered before a
             // deadline is judged (as the callers' own timeouts did).
             () = &mut expiry, if expiry_set => {
-                let now = Instant::now();
-                if waiting.iter().any(|call| call.deadline <= now) {
-                    break End::Expired;
-                }
-                expiry_set = false;
-                if let Some(earliest) = waiting.iter().map(|call| call.deadline).min() {
-                    expiry.as_mut().reset(earliest);
-                    expiry_set = true;
+                match waiting.iter().map(|call| call.deadline).min() {
+                    Some(earliest) if earliest <= Instant::now() => break End::Expired,
+                    Some(earliest) => expiry.as_mut().reset(earliest),
+                    None => expiry_set = false,
                 }
             }
             ready = writer.writable(), if !outgoing.is_empty() => {
