@@ -151,7 +151,10 @@ async fn a_call_sent_in_tiny_pieces_arrives_unchanged() {
         .expect("a reply within 20 s")
         .unwrap();
     let mut reply = vec![0u8; u32::from_be_bytes(prefix) as usize];
-    s.read_exact(&mut reply).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut reply))
+        .await
+        .expect("the rest of the reply")
+        .unwrap();
     assert_eq!(backend.calls(), ["upload"]);
     assert!(backend.messages()[0][..] == sent[..], "bytes differ");
     assert_eq!(requests(&up, "upload", "reply"), 1);

@@ -512,30 +512,23 @@ async fn a_lost_pipelined_connection_counts_as_one_failure() {
 /// after a good call closes the client, and the backend never sees it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_message_that_is_not_a_call_closes_the_client_unforwarded() {
-    use thrift::protocol::{TMessageIdentifier, TMessageType, TOutputProtocol};
     let backend = Responder::start(FB).await;
     let (up, addr) = proxy(&config(&[(backend.addr, 1, FB)], ""), FB).await;
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(&ping_call(FB, 1).unwrap()).await.unwrap();
-    let mut reply = vec![0u8; 4];
-    s.read_exact(&mut reply).await.unwrap();
-    let mut body = vec![0u8; u32::from_be_bytes(reply[..4].try_into().unwrap()) as usize];
-    s.read_exact(&mut body).await.unwrap();
-
-    let mut message = Vec::new();
-    {
-        let mut out = thrift::protocol::TBinaryOutputProtocol::new(&mut message, true);
-        out.write_message_begin(&TMessageIdentifier::new("ping", TMessageType::Reply, 2))
-            .unwrap();
-        out.write_struct_begin(&thrift::protocol::TStructIdentifier::new("r"))
-            .unwrap();
-        out.write_field_stop().unwrap();
-        out.write_struct_end().unwrap();
-        out.write_message_end().unwrap();
-    }
-    let mut frame = (message.len() as u32).to_be_bytes().to_vec();
-    frame.extend_from_slice(&message);
-    s.write_all(&frame).await.unwrap();
+    let bound = Duration::from_secs(5);
+    let mut prefix = [0u8; 4];
+    tokio::time::timeout(bound, s.read_exact(&mut prefix))
+        .await
+        .expect("the ping's reply")
+        .unwrap();
+    let mut body = vec![0u8; u32::from_be_bytes(prefix) as usize];
+    tokio::time::timeout(bound, s.read_exact(&mut body))
+        .await
+        .expect("the ping's reply")
+        .unwrap();
+    // The client sends that reply back, as if it were a call.
+    s.write_all(&[&prefix[..], &body].concat()).await.unwrap();
     let mut rest = [0u8; 16];
     let read = tokio::time::timeout(Duration::from_secs(5), s.read(&mut rest))
         .await

@@ -32,6 +32,22 @@ fn ping(seqid: i32) -> Outgoing {
     Outgoing::new(ping_call(FB, seqid).expect("encode").into())
 }
 
+/// [`call`], failing the test (instead of hanging it) if the lane does not
+/// answer within the call's deadline and a margin.
+async fn bounded(
+    up: &Upstream,
+    ticket: Ticket,
+    out: Outgoing,
+    deadline: Duration,
+) -> Result<Reply, CallError> {
+    tokio::time::timeout(
+        deadline + Duration::from_secs(5),
+        call(up, ticket, out, deadline),
+    )
+    .await
+    .expect("the lane answers every call by its deadline")
+}
+
 /// Opens a lane and joins it until it holds `calls` places.
 async fn lane_with(up: &Arc<Upstream>, calls: usize) -> Vec<Ticket> {
     let slot = up.acquire().await.expect("slot");
@@ -53,7 +69,7 @@ async fn send_all(
         .enumerate()
         .map(|(i, ticket)| {
             let up = Arc::clone(up);
-            tokio::spawn(async move { call(&up, ticket, ping(100 + i as i32), deadline).await })
+            tokio::spawn(async move { bounded(&up, ticket, ping(100 + i as i32), deadline).await })
         })
         .collect();
     let mut results = Vec::new();
@@ -132,7 +148,7 @@ async fn a_call_past_its_deadline_closes_the_connection_under_the_others() {
         let up = Arc::clone(&up);
         tokio::spawn(async move { send_all(&up, others, Duration::from_secs(30)).await })
     };
-    let result = call(&up, first, ping(1), Duration::from_millis(100)).await;
+    let result = bounded(&up, first, ping(1), Duration::from_millis(100)).await;
     assert!(
         matches!(result, Err(CallError::Timeout { .. })),
         "{result:?}"
@@ -243,11 +259,11 @@ async fn a_reply_nobody_is_waiting_for_puts_the_connection_out_of_service() {
     let huge = Outgoing::new(vec![0u8; 32 << 20].into());
     let first = {
         let up = Arc::clone(&up);
-        tokio::spawn(async move { call(&up, first, ping(1), Duration::from_secs(5)).await })
+        tokio::spawn(async move { bounded(&up, first, ping(1), Duration::from_secs(5)).await })
     };
     let second = {
         let up = Arc::clone(&up);
-        tokio::spawn(async move { call(&up, second, huge, Duration::from_secs(5)).await })
+        tokio::spawn(async move { bounded(&up, second, huge, Duration::from_secs(5)).await })
     };
     let first = first.await.expect("task").expect("the first call's reply");
     assert_eq!(first.header.seqid, 1);
@@ -285,7 +301,7 @@ async fn an_answered_lane_lingers_and_the_next_call_joins_it() {
     assert_eq!(up.backends[0].lanes.active_count(), 1, "the lane lingers");
     assert_eq!(up.scheduler.in_use(0), 1, "holding its slot");
     let next = join(&up).expect("the next call joins the lingering lane");
-    let reply = call(&up, next, ping(7), Duration::from_secs(5))
+    let reply = bounded(&up, next, ping(7), Duration::from_secs(5))
         .await
         .expect("reply on the lingering lane");
     assert_eq!(reply.header.seqid, 7);
@@ -336,7 +352,7 @@ async fn a_call_joining_after_the_timer_was_set_still_times_out() {
     let backend = Responder::start(FB).await;
     let up = upstream(&backend, 4, LINGER_LONG);
     let first = lane_with(&up, 1).await.pop().expect("ticket");
-    call(&up, first, ping(1), Duration::from_millis(500))
+    bounded(&up, first, ping(1), Duration::from_millis(500))
         .await
         .expect("first call answered; its deadline stays on the lane's timer");
     backend.set_mode(Mode::Hang);
@@ -345,7 +361,7 @@ async fn a_call_joining_after_the_timer_was_set_still_times_out() {
     // while this one waits, and must be set again for this one.
     let result = tokio::time::timeout(
         Duration::from_secs(5),
-        call(&up, next, ping(2), Duration::from_millis(800)),
+        bounded(&up, next, ping(2), Duration::from_millis(800)),
     )
     .await
     .expect("the lane bounds the second call by its own deadline");
@@ -365,7 +381,7 @@ async fn a_later_call_with_an_earlier_deadline_times_out_first() {
     let slow = tickets.pop().expect("first ticket");
     let slow = {
         let up = Arc::clone(&up);
-        tokio::spawn(async move { call(&up, slow, ping(1), Duration::from_secs(30)).await })
+        tokio::spawn(async move { bounded(&up, slow, ping(1), Duration::from_secs(30)).await })
     };
     eventually("the slow call reached the backend", || {
         backend.calls().len() == 1
@@ -373,7 +389,7 @@ async fn a_later_call_with_an_earlier_deadline_times_out_first() {
     .await;
     let quick = tokio::time::timeout(
         Duration::from_secs(5),
-        call(&up, quick, ping(2), Duration::from_millis(100)),
+        bounded(&up, quick, ping(2), Duration::from_millis(100)),
     )
     .await
     .expect("timed out by its own deadline, not the first call's");
@@ -395,13 +411,13 @@ async fn a_call_already_past_its_deadline_is_not_sent() {
     let backend = Responder::start(FB).await;
     let up = upstream(&backend, 4, LINGER_LONG);
     let late = lane_with(&up, 1).await.pop().expect("ticket");
-    let result = call(&up, late, ping(1), Duration::ZERO).await;
+    let result = bounded(&up, late, ping(1), Duration::ZERO).await;
     assert!(
         matches!(result, Err(CallError::Timeout { .. })),
         "{result:?}"
     );
     let next = join(&up).expect("the lane is still open: nothing was sent");
-    let reply = call(&up, next, ping(2), Duration::from_secs(5))
+    let reply = bounded(&up, next, ping(2), Duration::from_secs(5))
         .await
         .expect("reply");
     assert_eq!(reply.header.seqid, 2);
