@@ -47,10 +47,13 @@ impl Writes {
     }
 
     /// How the output notes say it.
-    pub fn describe(self) -> &'static str {
+    pub fn describe(self) -> String {
         match self {
-            Writes::One => "each call in one write() (like Thrift's C++, Java, Python and Go clients)",
-            Writes::Two => "each call in two write()s, length then message (the Rust thrift crate's framed writer on a bare socket)",
+            Writes::One => format!(
+                "each call of up to {} KiB in one write() (like Thrift's C++, Java, Python and Go clients); larger ones (uploads) as length, then message",
+                ONE_WRITE_MAX / 1024
+            ),
+            Writes::Two => "each call in two write()s, length then message (the Rust thrift crate's framed writer on a bare socket)".to_string(),
         }
     }
 }

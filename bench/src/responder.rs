@@ -34,7 +34,12 @@ use crate::scrape::ACCEPTED;
 const SOCKET_BUFFER: usize = 64 * 1024;
 
 /// How the responder uses its sockets, for the bench's output.
-pub const IO: &str = "reads through a 64 KiB buffer and writes each reply in one write() (like Thrift's Java and Go servers)";
+pub fn describe_io() -> String {
+    format!(
+        "reads through a {} KiB buffer and writes each reply in one write() (like Thrift's Java and Go servers)",
+        SOCKET_BUFFER / 1024
+    )
+}
 
 /// Bound on one admin exchange, so a stuck scraper cannot hold the thread.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(2);

@@ -175,7 +175,7 @@ pub fn main(options: Options) -> Result<()> {
         options.idle_clients
     ));
     notes.push(format!("client: {}", options.client_writes.describe()));
-    notes.push(format!("responder: {}", responder::IO));
+    notes.push(format!("responder: {}", responder::describe_io()));
     notes.push(
         "disk: `sync` before each workload, so one workload's writeback does not load the next"
             .to_string(),
