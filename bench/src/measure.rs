@@ -16,7 +16,7 @@ use crate::report::{Record, Shape};
 use crate::{haproxy, idle, incident, probes};
 
 /// Threads sending the probe storm.
-const STORM_THREADS: usize = 2;
+pub const STORM_THREADS: usize = 2;
 /// Settling time after idle clients are opened, before reading RSS.
 const IDLE_SETTLE: Duration = Duration::from_millis(500);
 /// Pause after closing thousands of connections, so the next window does

@@ -87,6 +87,19 @@ pub enum Command {
         #[arg(long)]
         upload: Option<usize>,
     },
+    /// Send a probe storm (RST, FIN, HTTP in turn) at an already running
+    /// server, without calls, and print what was sent (for profiling what
+    /// probes alone cost a proxy).
+    Storm {
+        /// The address to probe.
+        addr: std::net::SocketAddr,
+        /// Probes per second, all kinds together.
+        #[arg(long, default_value_t = 5000)]
+        rate: u32,
+        /// Seconds of probing.
+        #[arg(long, default_value_t = 10.0)]
+        secs: f64,
+    },
     /// Print the tables and redraw the chart from a results.jsonl.
     Report {
         /// The JSON lines written by a run.

@@ -20,7 +20,7 @@ use crate::machine::Machine;
 use crate::measure::{calls_rep, idle_rep, incident_rep};
 use crate::options::{Command as Role, Options};
 use crate::report::{self, Record};
-use crate::{chart, goals, haproxy, payload, responder};
+use crate::{chart, goals, haproxy, payload, probes, responder};
 
 /// What a workload does.
 #[derive(Debug, Clone, Copy)]
@@ -134,6 +134,10 @@ pub fn main(options: Options) -> Result<()> {
             secs,
             upload,
         }) => return external_load(*addr, *clients, *secs, *upload, options.client_writes),
+        Some(Role::Storm { addr, rate, secs }) => {
+            external_storm(*addr, *rate, *secs);
+            return Ok(());
+        }
         None => {}
     }
     let root = workspace_root();
@@ -353,6 +357,24 @@ fn external_load(
             .unwrap_or_default()
     );
     Ok(())
+}
+
+fn external_storm(addr: SocketAddr, rate: u32, secs: f64) {
+    let storm = probes::Storm::start(addr, rate, crate::measure::STORM_THREADS, false);
+    std::thread::sleep(std::time::Duration::from_secs_f64(secs.clamp(0.1, 3600.0)));
+    let outcome = storm.stop();
+    println!(
+        "{addr}: {} probes in {:.2} s = {:.0}/s (RST {}, FIN {}, HTTP {} of which {} answered 200), {} connects failed, {} missed the schedule",
+        outcome.total(),
+        outcome.elapsed.as_secs_f64(),
+        outcome.rate(),
+        outcome.sent[0],
+        outcome.sent[1],
+        outcome.sent[2],
+        outcome.http_ok,
+        outcome.connect_failed,
+        outcome.missed
+    );
 }
 
 /// Prints every workload's table, the goals and the skipped parts; returns

@@ -24,6 +24,10 @@ use crate::protocols::thrift::{sniff, Flavor, MessageHeader, Sniff};
 /// protocol we serve.
 const MAX_DETECT_BYTES: usize = 1024;
 
+/// Bytes asked for per read while detecting: more than a health check's
+/// request line or a Thrift call's header needs.
+pub const FIRST_READ_BYTES: usize = 256;
+
 /// HTTP methods with the space that follows them on a request line.
 const HTTP_METHODS: [&[u8]; 10] = [
     b"GET ",
@@ -72,15 +76,29 @@ pub async fn detect<S: AsyncRead + Unpin>(
                 return Detected::Reject("garbage");
             }
         }
-        buf.reserve(256);
+        buf.reserve(FIRST_READ_BYTES);
+        let nothing_before = buf.is_empty();
         match tokio::time::timeout_at(deadline, stream.read_buf(buf)).await {
-            Err(_elapsed) if buf.is_empty() => return Detected::Probe(Ending::Timeout),
+            Err(_elapsed) if nothing_before => return Detected::Probe(Ending::Timeout),
             Err(_elapsed) => return Detected::Reject("first_bytes_timeout"),
-            Ok(Ok(0)) if buf.is_empty() => return Detected::Probe(Ending::Fin),
-            Ok(Err(e)) if buf.is_empty() && is_reset(&e) => return Detected::Probe(Ending::Rst),
-            Ok(Ok(0)) | Ok(Err(_)) => return Detected::Reject("garbage"),
-            Ok(Ok(_)) => {}
+            Ok(read) => {
+                if let Some(ended) = read_ended(read, nothing_before) {
+                    return ended;
+                }
+            }
         }
+    }
+}
+
+/// What a read says of a connection that it found ended (`None`: it read
+/// bytes). `nothing_before`: no byte had arrived before this read, so the
+/// peer was a probe.
+pub fn read_ended(read: io::Result<usize>, nothing_before: bool) -> Option<Detected> {
+    match read {
+        Ok(0) if nothing_before => Some(Detected::Probe(Ending::Fin)),
+        Err(e) if nothing_before && is_reset(&e) => Some(Detected::Probe(Ending::Rst)),
+        Ok(0) | Err(_) => Some(Detected::Reject("garbage")),
+        Ok(_) => None,
     }
 }
 

@@ -1,4 +1,5 @@
 //! Where connections are accepted.
 
+pub mod accept;
 pub mod admin;
 pub mod public;

@@ -1,7 +1,9 @@
 //! The public listener: every connection the load balancer sends us.
 //!
-//! The accept loop does nothing slow: it enforces `limits.max_client_connections`
-//! and spawns one task per connection, instrumented with the peer address.
+//! The accept loop does nothing slow: it takes one non-blocking look at each
+//! new connection and counts a probe that has already ended there (see
+//! `accept.rs`), enforces `limits.max_client_connections` and spawns one
+//! task per other connection, instrumented with the peer address.
 //! Each task then walks the data path in order (DESIGN.md): PROXY header,
 //! source class, per-source limit, detection, and finally one of probe /
 //! HTTP health / Thrift forwarding / reject. With `health.tcp_follows_backend`
@@ -24,6 +26,7 @@ use crate::classify::{Classifier, Source};
 use crate::config::Config;
 use crate::detect::{detect, Detected};
 use crate::forward::serve_thrift;
+use crate::listeners::accept::{first_look, refuse, PublicListener};
 use crate::metrics::{Class, EdgeMetrics, Ending, OTHER_SOURCE};
 use crate::protocols::http_health::{serve_http, HealthAnswers};
 use crate::protocols::proxy_header::{read_proxy_header, Proxied};
@@ -92,6 +95,13 @@ pub async fn accept_loop(listener: TcpListener, edge: Edge, tracker: TaskTracker
             return;
         }
     };
+    let listener = match PublicListener::new(listener) {
+        Ok(listener) => listener,
+        Err(e) => {
+            warn!(address = %local, error = %e, "cannot take over the public listener");
+            return;
+        }
+    };
     let permits = Arc::new(Semaphore::new(edge.config.limits.max_client_connections));
     let follow = edge.config.health.tcp_follows_backend;
     let mut serving = edge.upstream.serving();
@@ -110,20 +120,22 @@ pub async fn accept_loop(listener: TcpListener, edge: Edge, tracker: TaskTracker
         }
         let current = match &listener {
             Some(l) => l,
-            None => match bind_public(local, edge.config.listen.backlog) {
-                Ok(l) => {
-                    info!(address = %local, "a backend is up: public port open again");
-                    listener.insert(l)
-                }
-                Err(e) => {
-                    warn!(address = %local, error = %e, "cannot re-bind the public port; retrying");
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            None => {
+                match bind_public(local, edge.config.listen.backlog).and_then(PublicListener::new) {
+                    Ok(l) => {
+                        info!(address = %local, "a backend is up: public port open again");
+                        listener.insert(l)
                     }
-                    continue;
+                    Err(e) => {
+                        warn!(address = %local, error = %e, "cannot re-bind the public port; retrying");
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        }
+                        continue;
+                    }
                 }
-            },
+            }
         };
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -133,7 +145,7 @@ pub async fn accept_loop(listener: TcpListener, edge: Edge, tracker: TaskTracker
             }
             accepted = current.accept() => accepted,
         };
-        let (stream, peer) = match accepted {
+        let (socket, peer) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -142,17 +154,34 @@ pub async fn accept_loop(listener: TcpListener, edge: Edge, tracker: TaskTracker
                 continue;
             }
         };
+        let span = info_span!("conn", client.addr = %peer, class = tracing::field::Empty);
+        let mut buf = BytesMut::new();
+        // Without a PROXY header to read first, a probe that has already
+        // ended is dealt with here, never registered nor spawned.
+        if !edge.config.listen.proxy_protocol {
+            if let Some(ended) = first_look(&socket, &mut buf) {
+                let _entered = span.enter();
+                ended_at_accept(&edge, peer, ended);
+                continue;
+            }
+        }
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             edge.metrics.rejected("max_client_connections");
             debug!(%peer, "refused: limits.max_client_connections reached");
-            refuse(stream);
+            refuse(socket);
             continue;
         };
+        let stream = match TcpStream::from_std(socket) {
+            Ok(stream) => stream,
+            Err(e) => {
+                warn!(%peer, error = %e, "cannot register an accepted connection");
+                continue;
+            }
+        };
         let edge = edge.clone();
-        let span = info_span!("conn", client.addr = %peer, class = tracing::field::Empty);
         tracker.spawn(
             async move {
-                handle(stream, peer, edge).await;
+                handle(stream, peer, buf, edge).await;
                 drop(permit);
             }
             .instrument(span),
@@ -173,16 +202,39 @@ pub fn bind_public(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListene
     socket.listen(backlog)
 }
 
-/// Closes with a reset so the peer learns at once, without a FIN handshake.
-fn refuse(stream: TcpStream) {
-    let _ = stream.set_zero_linger();
-    drop(stream);
+/// A connection found ended at accept (see [`first_look`]): counted as
+/// detection would have counted it. It held nothing, so neither
+/// `limits.max_client_connections` nor the per-source limit applies.
+fn ended_at_accept(edge: &Edge, peer: SocketAddr, ended: Detected) {
+    if let Some(source) = admit(edge, peer) {
+        count_closed(edge, ended, probe_source_name(source));
+    }
 }
 
-/// One public connection, from PROXY header to its end.
-async fn handle(mut stream: TcpStream, peer: SocketAddr, edge: Edge) {
+/// The class of `client`'s source, or `None` (counted) when
+/// `clients.allow`/`deny` turn it away.
+fn admit(edge: &Edge, client: SocketAddr) -> Option<Source> {
+    let source = edge.classifier.classify(client.ip());
+    if source == Source::Denied {
+        tracing::Span::current().record("class", "denied");
+        debug!(client = %client, "denied by clients.allow/deny");
+        edge.metrics.classified(Class::Denied);
+        return None;
+    }
+    Some(source)
+}
+
+fn probe_source_name(source: Source) -> Option<String> {
+    match source {
+        Source::Probe(name) => Some(name),
+        _ => None,
+    }
+}
+
+/// One public connection, from PROXY header to its end; `buf` holds what
+/// [`first_look`] read.
+async fn handle(mut stream: TcpStream, peer: SocketAddr, mut buf: BytesMut, edge: Edge) {
     let config = &edge.config;
-    let mut buf = BytesMut::new();
     let mut client = peer;
     if config.listen.proxy_protocol {
         match read_proxy_header(&mut stream, &mut buf, config.timeouts.proxy_header.get()).await {
@@ -205,13 +257,9 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, edge: Edge) {
             }
         }
     }
-    let source = edge.classifier.classify(client.ip());
-    if source == Source::Denied {
-        tracing::Span::current().record("class", "denied");
-        debug!(client = %client, "denied by clients.allow/deny");
-        edge.metrics.classified(Class::Denied);
+    let Some(source) = admit(&edge, client) else {
         return;
-    }
+    };
     let Some(_source_guard) = edge
         .per_source
         .enter(client.ip(), config.limits.max_connections_per_source)
@@ -228,18 +276,8 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, edge: Edge) {
         config.limits.max_frame_bytes,
     )
     .await;
-    let probe_source = match &source {
-        Source::Probe(name) => Some(name.clone()),
-        _ => None,
-    };
     let span = tracing::Span::current();
-    match (detected, probe_source) {
-        (Detected::Probe(ending), source) => {
-            span.record("class", "probe");
-            let source = source.unwrap_or_else(|| OTHER_SOURCE.to_string());
-            debug!(source, ending = ending.label(), "probe");
-            edge.metrics.probe(&source, ending);
-        }
+    match (detected, probe_source_name(source)) {
         (Detected::Http, source) => {
             let class = if source.is_some() {
                 Class::Probe
@@ -251,12 +289,6 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, edge: Edge) {
             let _active = edge.metrics.active(class);
             let source = source.unwrap_or_else(|| OTHER_SOURCE.to_string());
             serve_http(stream, buf, source, edge.health.clone()).await;
-        }
-        (Detected::Thrift { .. } | Detected::Reject(_), Some(source)) => {
-            // Whatever a health checker sends, it never reaches a backend.
-            span.record("class", "probe");
-            debug!(source, "probe source sent data; closed");
-            edge.metrics.probe(&source, Ending::Data);
         }
         (Detected::Thrift { flavor, header }, None) => {
             span.record("class", "thrift");
@@ -272,10 +304,35 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, edge: Edge) {
             )
             .await;
         }
+        (closed, source) => count_closed(&edge, closed, source),
+    }
+}
+
+/// Counts a connection closed after detection without being served: a
+/// probe, anything from a probe source (whatever a health checker sends, it
+/// never reaches a backend), or a protocol we do not serve.
+fn count_closed(edge: &Edge, detected: Detected, probe_source: Option<String>) {
+    let span = tracing::Span::current();
+    match (detected, probe_source) {
+        (Detected::Probe(ending), source) => {
+            span.record("class", "probe");
+            let source = source.unwrap_or_else(|| OTHER_SOURCE.to_string());
+            debug!(source, ending = ending.label(), "probe");
+            edge.metrics.probe(&source, ending);
+        }
+        (_, Some(source)) => {
+            span.record("class", "probe");
+            debug!(source, "probe source sent data; closed");
+            edge.metrics.probe(&source, Ending::Data);
+        }
         (Detected::Reject(reason), None) => {
             span.record("class", "rejected");
             debug!(reason, "closing: not a protocol we serve");
             edge.metrics.rejected(reason);
+        }
+        (Detected::Http | Detected::Thrift { .. }, None) => {
+            // Served by the caller; never counted as closed.
+            debug_assert!(false, "count_closed called for a served connection");
         }
     }
 }
