@@ -36,6 +36,10 @@ impl PublicListener {
     /// Takes over a bound, listening tokio socket.
     pub fn new(listener: TcpListener) -> io::Result<PublicListener> {
         Ok(PublicListener {
+            // Deprecated since tokio 1.54 as unsound for a type whose fd can
+            // change under it; std's listener owns its fd for life. The
+            // replacement, `AsyncFd::register`, is unsafe, which this crate
+            // forbids.
             #[allow(deprecated)]
             socket: AsyncFd::new(listener.into_std()?)?,
         })
