@@ -38,6 +38,21 @@ fn verdict(ok: bool) -> &'static str {
     }
 }
 
+/// What a proxy cannot go below with one client connection, measured in
+/// this run: (the responder's CPU per ping-1 call, twice that). With one
+/// call at a time there is nothing to batch: a proxy receives the call and
+/// sends it on, then receives the reply and sends it back, sleeping between,
+/// which is the responder's own work per call (one receive, one send, one
+/// wake-up) done once for each side. The responder's lowest median across
+/// the targets is taken, so the floor is never overstated.
+fn one_connection_floor(s: &[Summary]) -> Option<(f64, f64)> {
+    let side = Target::ALL
+        .into_iter()
+        .filter_map(|t| get(s, "ping-1", t, "backend_cpu_us_per_call"))
+        .reduce(f64::min)?;
+    Some((side, 2.0 * side))
+}
+
 /// One line per target of the issue that this run measured.
 pub fn check(s: &[Summary]) -> Vec<String> {
     let pg = Target::Probegate;
@@ -80,8 +95,17 @@ pub fn check(s: &[Summary]) -> Vec<String> {
             get(s, w, pg, "proxy_cpu_us_per_call"),
             best_haproxy(s, w, "proxy_cpu_us_per_call", false),
         ) {
+            let floor = match w {
+                "ping-1" => one_connection_floor(s)
+                    .map(|(side, floor)| format!(
+                        "; floor for any proxy: a receive, a send and a wake-up on each side per call, twice the responder's {side:.1} µs = {floor:.1} µs = {:.2}× HAProxy's best",
+                        floor / h
+                    ))
+                    .unwrap_or_default(),
+                _ => String::new(),
+            };
             out.push(format!(
-                "{} {w} proxy CPU/call: probegate {p:.1} µs = {:.2}× HAProxy's best {h:.1} µs (goal ≤ 0.5×)",
+                "{} {w} proxy CPU/call: probegate {p:.1} µs = {:.2}× HAProxy's best {h:.1} µs (goal ≤ 0.5×){floor}",
                 verdict(p <= 0.5 * h),
                 p / h
             ));
@@ -170,4 +194,114 @@ pub fn check(s: &[Summary]) -> Vec<String> {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Shape;
+    use crate::stats::Spread;
+    use std::collections::BTreeMap;
+
+    fn summary(workload: &str, target: Target, metrics: &[(&str, f64)]) -> Summary {
+        Summary {
+            workload: workload.to_string(),
+            shape: Shape::Calls,
+            target: target.name().to_string(),
+            metrics: metrics
+                .iter()
+                .map(|(k, v)| (k.to_string(), Spread::of(&[*v]).expect("finite")))
+                .collect::<BTreeMap<_, _>>(),
+            ratios: BTreeMap::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    fn line<'a>(lines: &'a [String], containing: &str) -> &'a str {
+        lines
+            .iter()
+            .find(|l| l.contains(containing))
+            .unwrap_or_else(|| panic!("no line with {containing:?} in {lines:#?}"))
+    }
+
+    #[test]
+    fn the_better_haproxy_is_the_reference_and_the_ratio_is_judged_against_it() {
+        let s = [
+            summary("ping-32", Target::HaproxyTcp, &[("calls_per_s", 40_000.0)]),
+            summary(
+                "ping-32",
+                Target::HaproxyInspect,
+                &[("calls_per_s", 30_000.0)],
+            ),
+            summary("ping-32", Target::Probegate, &[("calls_per_s", 59_000.0)]),
+        ];
+        let lines = check(&s);
+        let calls = line(&lines, "ping-32 calls/s");
+        assert!(calls.starts_with("MISSED"), "{calls}");
+        assert!(
+            calls.contains("1.48×") && calls.contains("40000"),
+            "{calls}"
+        );
+    }
+
+    #[test]
+    fn the_one_connection_cpu_line_gives_the_measured_floor_from_the_cheapest_responder() {
+        let s = [
+            summary(
+                "ping-1",
+                Target::Direct,
+                &[("backend_cpu_us_per_call", 9.5)],
+            ),
+            summary(
+                "ping-1",
+                Target::HaproxyInspect,
+                &[
+                    ("proxy_cpu_us_per_call", 20.0),
+                    ("backend_cpu_us_per_call", 8.0),
+                ],
+            ),
+            summary(
+                "ping-1",
+                Target::Probegate,
+                &[
+                    ("proxy_cpu_us_per_call", 19.0),
+                    ("backend_cpu_us_per_call", 8.5),
+                ],
+            ),
+        ];
+        let lines = check(&s);
+        let cpu = line(&lines, "ping-1 proxy CPU/call");
+        assert!(cpu.starts_with("MISSED"), "{cpu}");
+        assert!(cpu.contains("0.95×"), "{cpu}");
+        assert!(
+            cpu.contains("twice the responder's 8.0 µs = 16.0 µs = 0.80× HAProxy's best"),
+            "{cpu}"
+        );
+    }
+
+    #[test]
+    fn probe_connections_are_unknown_without_a_window_to_compare_with() {
+        let storm = |over: Option<f64>| {
+            let mut m = vec![("backend_conns_accepted", 1.0), ("probes_sent", 25_000.0)];
+            m.extend(over.map(|o| ("backend_conns_over_no_storm", o)));
+            summary("probe-storm", Target::Probegate, &m)
+        };
+        let alone = check(&[storm(None)]);
+        assert!(
+            line(&alone, "probe storm").starts_with("UNKNOWN"),
+            "{alone:?}"
+        );
+        let clean = check(&[storm(Some(0.0))]);
+        assert!(line(&clean, "probe storm").starts_with("MET"), "{clean:?}");
+        let leaked = check(&[storm(Some(1.0))]);
+        assert!(
+            line(&leaked, "probe storm").starts_with("MISSED"),
+            "{leaked:?}"
+        );
+    }
+
+    #[test]
+    fn nothing_measured_claims_nothing() {
+        assert!(check(&[]).is_empty());
+    }
 }
