@@ -49,6 +49,30 @@ pub enum ChildError {
     },
 }
 
+/// Polls `check` every 20 ms until it says ready (`Ok`), `child` exits, or
+/// `bound` passes. `check` returns why it is not ready yet, which the
+/// error repeats after the bound; an exit is reported with its status.
+pub fn poll_ready(
+    child: &mut Child,
+    bound: Duration,
+    mut check: impl FnMut() -> Result<(), String>,
+) -> Result<(), String> {
+    let deadline = Instant::now() + bound;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("exited with {status}"));
+        }
+        let last = match check() {
+            Ok(()) => return Ok(()),
+            Err(why) => why,
+        };
+        if Instant::now() >= deadline {
+            return Err(format!("not ready within {bound:?} (last: {last})"));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A running server and the addresses from its `listening` line.
 pub struct Server {
     pub name: String,
@@ -177,6 +201,40 @@ pub fn parse_listening(line: &str) -> BTreeMap<String, SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn poll_ready_reports_an_exit_with_its_status_and_a_timeout_with_the_last_reason() {
+        let mut exits = Command::new("sh")
+            .args(["-c", "exit 3"])
+            .spawn()
+            .expect("sh");
+        let started = Instant::now();
+        let err = poll_ready(&mut exits, Duration::from_secs(10), || {
+            Err("not yet".to_string())
+        })
+        .expect_err("the child exited");
+        assert!(err.contains("exited with exit status: 3"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5), "not the bound");
+
+        let mut sleeps = Command::new("sleep").arg("30").spawn().expect("sleep");
+        let err = poll_ready(&mut sleeps, Duration::from_millis(100), || {
+            Err("503".to_string())
+        })
+        .expect_err("never ready");
+        assert!(err.contains("not ready within 100ms (last: 503)"), "{err}");
+        let mut calls = 0;
+        let ready = poll_ready(&mut sleeps, Duration::from_secs(10), || {
+            calls += 1;
+            if calls < 3 {
+                Err("starting".to_string())
+            } else {
+                Ok(())
+            }
+        });
+        stop_child(&mut sleeps);
+        assert_eq!(ready, Ok(()));
+        assert_eq!(calls, 3);
+    }
 
     #[test]
     fn listening_lines_parse() {

@@ -11,10 +11,9 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 
 use crate::child::Server;
 use crate::haproxy::{self, Haproxy};
@@ -252,11 +251,11 @@ fn start_probegate(
     let mut command = env.machine.server_command(&program);
     command.arg("--config").arg(&config);
     env.server_env(&mut command);
-    let server = Server::start(&name, command, &log_path(&env.work_dir, &name))?;
+    let mut server = Server::start(&name, command, &log_path(&env.work_dir, &name))?;
     match server
         .addr("admin")
         .map_err(anyhow::Error::from)
-        .and_then(wait_ready)
+        .and_then(|admin| wait_ready(&mut server, admin))
     {
         Ok(()) => Ok(server),
         Err(e) => {
@@ -272,24 +271,15 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Waits until probegate's admin `/ready` says 200 (a backend is up): a
 /// workload that starts right after probegate would otherwise have its
 /// first calls refused with "no backend up" before the first health check.
-fn wait_ready(admin: SocketAddr) -> Result<()> {
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        let last = scrape::ready(admin);
-        if matches!(last, Ok(true)) {
-            return Ok(());
+fn wait_ready(server: &mut Server, admin: SocketAddr) -> Result<()> {
+    crate::child::poll_ready(&mut server.child, READY_TIMEOUT, || {
+        match scrape::ready(admin) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("503".to_string()),
+            Err(e) => Err(e.to_string()),
         }
-        if Instant::now() >= deadline {
-            let last = match last {
-                Ok(_) => "503".to_string(),
-                Err(e) => e.to_string(),
-            };
-            bail!(
-                "GET http://{admin}/ready not 200 within {READY_TIMEOUT:?} (last: {last}); see its log"
-            );
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+    })
+    .map_err(|why| anyhow::anyhow!("GET http://{admin}/ready: {why}; see its log"))
 }
 
 fn log_path(dir: &Path, name: &str) -> PathBuf {

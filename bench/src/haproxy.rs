@@ -17,8 +17,7 @@ use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::machine::Machine;
 
@@ -206,19 +205,11 @@ fn free_port() -> std::io::Result<SocketAddr> {
 /// Polls the frontend until it accepts a connection, the process exits, or
 /// the bound expires.
 fn wait_ready(child: &mut Child, addr: SocketAddr) -> Result<(), String> {
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!("exited with {status}"));
-        }
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(format!("{addr} not accepting within {READY_TIMEOUT:?}"));
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+    crate::child::poll_ready(child, READY_TIMEOUT, || {
+        TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+            .map(drop)
+            .map_err(|e| format!("connect to {addr}: {e}"))
+    })
 }
 
 #[cfg(test)]
