@@ -104,11 +104,12 @@ pub fn open(addr: SocketAddr, n: usize) -> Held {
     }
 }
 
-/// One `ping` on a fresh connection: its latency, or why it failed.
-pub fn ping_once(addr: SocketAddr) -> Result<Duration, String> {
+/// One `ping` on a fresh connection, written as `writes` says: its latency,
+/// or why it failed.
+pub fn ping_once(addr: SocketAddr, writes: Writes) -> Result<Duration, String> {
     let started = Instant::now();
     let mut conn =
-        Conn::open(addr, PING_TIMEOUT, PING_TIMEOUT, Writes::One).map_err(|e| e.to_string())?;
+        Conn::open(addr, PING_TIMEOUT, PING_TIMEOUT, writes).map_err(|e| e.to_string())?;
     conn.ping()?;
     Ok(started.elapsed())
 }

@@ -14,6 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::client::dial;
+use crate::client::Writes;
 use crate::idle::ping_once;
 use crate::probes::{probe_source, rst_probe};
 
@@ -38,7 +39,7 @@ pub struct Replay {
 }
 
 /// Replays the incident against `addr` for `length`.
-pub fn replay(addr: SocketAddr, length: Duration) -> Replay {
+pub fn replay(addr: SocketAddr, length: Duration, writes: Writes) -> Replay {
     // The leaked probes come from the probe range, as they did in production.
     let silent: Vec<_> = (0..SILENT)
         .filter_map(|i| dial(addr, Some(probe_source(200 + i as u64)), CONNECT_TIMEOUT).ok())
@@ -69,7 +70,7 @@ pub fn replay(addr: SocketAddr, length: Duration) -> Replay {
         if tick > now {
             thread::sleep(tick - now);
         }
-        pings.push(thread::spawn(move || ping_once(addr)));
+        pings.push(thread::spawn(move || ping_once(addr, writes)));
         tick += PING_EVERY;
     }
     let mut replay = Replay {

@@ -178,7 +178,7 @@ pub fn idle_rep(workload: &str, d: &Deployment, options: &Options, rep: u32) -> 
     thread::sleep(IDLE_SETTLE);
     let rss_after = d.proxy_pid().and_then(|p| rss_bytes(p).ok());
     let accepted_after = d.backend_accepted();
-    let ping = idle::ping_once(d.addr);
+    let ping = idle::ping_once(d.addr, options.client_writes);
     let m = &mut r.metrics;
     m.insert("idle_held".into(), held.count() as f64);
     m.insert("idle_failed".into(), held.failed as f64);
@@ -222,6 +222,7 @@ pub fn incident_rep(
     rep: u32,
 ) -> Vec<Record> {
     let length = options.incident_window();
+    let writes = options.client_writes;
     let before: Vec<Option<f64>> = deployments
         .iter()
         .map(Deployment::backend_accepted)
@@ -232,7 +233,7 @@ pub fn incident_rep(
     let replays: Vec<incident::Replay> = thread::scope(|s| {
         let handles: Vec<_> = addrs
             .iter()
-            .map(|a| s.spawn(move || incident::replay(*a, length)))
+            .map(|a| s.spawn(move || incident::replay(*a, length, writes)))
             .collect();
         handles
             .into_iter()
