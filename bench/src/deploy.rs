@@ -30,14 +30,18 @@ pub enum Target {
     HaproxyTcp,
     HaproxyInspect,
     Probegate,
+    /// No backend: probegate's runtime answering every call itself
+    /// (answerer.rs), the floor of a proxy's CPU per call. Ping workloads only.
+    Floor,
 }
 
 impl Target {
-    pub const ALL: [Target; 4] = [
+    pub const ALL: [Target; 5] = [
         Target::Direct,
         Target::HaproxyTcp,
         Target::HaproxyInspect,
         Target::Probegate,
+        Target::Floor,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,13 +50,19 @@ impl Target {
             Target::HaproxyTcp => "haproxy-tcp",
             Target::HaproxyInspect => "haproxy-inspect",
             Target::Probegate => "probegate",
+            Target::Floor => "floor",
         }
     }
 
+    /// Whether its "proxy" CPU is measured: the proxies', and the floor's
+    /// own (it stands where a proxy would).
     pub fn is_proxy(self) -> bool {
         self != Target::Direct
     }
 }
+
+/// What the floor target is, for the bench's output.
+pub const FLOOR_DESCRIPTION: &str = "floor: no backend; probegate's runtime (tokio over epoll, pinned like the proxies) answers each call itself, so its CPU per call is what a proxy's client side alone costs (ping workloads only)";
 
 /// Which backend a workload needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,15 +112,17 @@ impl Env<'_> {
 enum Proxy {
     Haproxy(Haproxy),
     Probegate(Server),
+    /// The floor's answerer, measured where a proxy would be.
+    Answerer(Server),
 }
 
-/// A running target: its backend, its proxy (none for direct) and the
-/// address clients connect to.
+/// A running target: its backend (none for the floor), its proxy (none for
+/// direct) and the address clients connect to.
 pub struct Deployment {
     pub target: Target,
     pub backend_kind: Backend,
-    backend: Server,
-    backend_metrics: SocketAddr,
+    backend: Option<Server>,
+    backend_metrics: Option<SocketAddr>,
     proxy: Option<Proxy>,
     /// Where clients connect.
     pub addr: SocketAddr,
@@ -126,9 +138,22 @@ impl Deployment {
         backend_kind: Backend,
         first_byte: Duration,
     ) -> Result<Deployment> {
+        if target == Target::Floor {
+            let answerer = start_answerer(env)?;
+            return Ok(Deployment {
+                target,
+                backend_kind,
+                backend: None,
+                backend_metrics: None,
+                addr: answerer.addr("thrift")?,
+                proxy: Some(Proxy::Answerer(answerer)),
+                storage: None,
+            });
+        }
         let (backend, thrift, metrics, storage) = start_backend(env, backend_kind)?;
         let proxy = match target {
             Target::Direct => None,
+            Target::Floor => unreachable!("started above"),
             Target::HaproxyTcp | Target::HaproxyInspect => {
                 let mode = if target == Target::HaproxyTcp {
                     haproxy::Mode::Tcp
@@ -156,12 +181,13 @@ impl Deployment {
             None => thrift,
             Some(Proxy::Haproxy(h)) => h.addr,
             Some(Proxy::Probegate(s)) => s.addr("public")?,
+            Some(Proxy::Answerer(_)) => unreachable!("the floor has no backend"),
         };
         Ok(Deployment {
             target,
             backend_kind,
-            backend,
-            backend_metrics: metrics,
+            backend: Some(backend),
+            backend_metrics: Some(metrics),
             proxy,
             addr,
             storage,
@@ -172,26 +198,28 @@ impl Deployment {
         match &self.proxy {
             None => None,
             Some(Proxy::Haproxy(h)) => Some(h.pid()),
-            Some(Proxy::Probegate(s)) => Some(s.pid()),
+            Some(Proxy::Probegate(s) | Proxy::Answerer(s)) => Some(s.pid()),
         }
     }
 
-    pub fn backend_pid(&self) -> u32 {
-        self.backend.pid()
+    pub fn backend_pid(&self) -> Option<u32> {
+        self.backend.as_ref().map(Server::pid)
     }
 
     /// The backend's `uploader_connections_accepted_total`, if readable.
     pub fn backend_accepted(&self) -> Option<f64> {
-        scrape::counter(self.backend_metrics, scrape::ACCEPTED).ok()
+        scrape::counter(self.backend_metrics?, scrape::ACCEPTED).ok()
     }
 
     pub fn stop(self) {
         match self.proxy {
             Some(Proxy::Haproxy(h)) => h.stop(),
-            Some(Proxy::Probegate(s)) => s.stop(),
+            Some(Proxy::Probegate(s) | Proxy::Answerer(s)) => s.stop(),
             None => {}
         }
-        self.backend.stop();
+        if let Some(backend) = self.backend {
+            backend.stop();
+        }
         if let Some(dir) = self.storage {
             let _ = std::fs::remove_dir_all(dir);
         }
@@ -235,6 +263,17 @@ fn start_backend(env: &Env, kind: Backend) -> Result<Started> {
             Ok((server, thrift, admin, Some(storage)))
         }
     }
+}
+
+fn start_answerer(env: &Env) -> Result<Server> {
+    let name = env.next_name("answerer");
+    let mut command = env.machine.server_command(&env.bench_exe);
+    command.arg("answerer");
+    Ok(Server::start(
+        &name,
+        command,
+        &log_path(&env.work_dir, &name),
+    )?)
 }
 
 fn start_probegate(

@@ -34,6 +34,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod answerer;
 pub mod chart;
 pub mod child;
 pub mod client;

@@ -54,7 +54,7 @@ impl load::Window for Edges<'_> {
     fn opened(&mut self) {
         self.accepted_before = self.d.backend_accepted();
         self.proxy = self.d.proxy_pid().and_then(CpuMark::take);
-        self.backend = CpuMark::take(self.d.backend_pid());
+        self.backend = self.d.backend_pid().and_then(CpuMark::take);
         if let Some(rate) = self.storm_rate {
             self.storm = Some(probes::Storm::start(self.d.addr, rate, STORM_THREADS, true));
         }

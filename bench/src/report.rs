@@ -211,6 +211,9 @@ fn columns(shape: Shape) -> Vec<Column> {
             ("CPU vs haproxy-inspect", |s| {
                 fmt_ratio(s.ratios.get("proxy_cpu_us_per_call_vs_haproxy-inspect"))
             }),
+            ("CPU vs floor", |s| {
+                fmt_ratio(s.ratios.get("proxy_cpu_us_per_call_vs_floor"))
+            }),
         ],
         Shape::Storm => vec![
             ("probes/s", |s| metric(s, "probes_per_s")),

@@ -45,7 +45,7 @@ pub fn describe_io() -> String {
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Answers without storage: `ping` -> "pong", `upload` -> the size received.
-struct Handler;
+pub(crate) struct Handler;
 
 impl UploaderSyncHandler for Handler {
     fn handle_ping(&self) -> thrift::Result<String> {
@@ -120,7 +120,7 @@ fn serve(processor: &UploaderSyncProcessor<Handler>, stream: TcpStream) {
 }
 
 /// Any request on the admin port gets the counter page.
-fn answer_metrics(mut stream: TcpStream, accepted: u64) -> io::Result<()> {
+pub(crate) fn answer_metrics(mut stream: TcpStream, accepted: u64) -> io::Result<()> {
     stream.set_read_timeout(Some(ADMIN_TIMEOUT))?;
     stream.set_write_timeout(Some(ADMIN_TIMEOUT))?;
     let mut request = [0u8; 1024];

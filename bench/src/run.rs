@@ -20,7 +20,7 @@ use crate::machine::Machine;
 use crate::measure::{calls_rep, idle_rep, incident_rep};
 use crate::options::{Command as Role, Options};
 use crate::report::{self, Record};
-use crate::{chart, goals, haproxy, payload, probes, responder};
+use crate::{answerer, chart, goals, haproxy, payload, probes, responder};
 
 /// What a workload does.
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +46,9 @@ struct Workload {
     kind: Kind,
     /// probegate's `first_byte` and HAProxy's inspect delay.
     first_byte: Duration,
+    /// Whether the `floor` target runs it (the closed-loop ping workloads
+    /// whose proxy CPU per call has a goal).
+    floor: bool,
 }
 
 /// probegate's default `timeouts.first_byte`, used as HAProxy's inspect
@@ -62,6 +65,7 @@ const WORKLOADS: [Workload; 9] = [
         backend: Backend::Responder { workers: 64 },
         kind: Kind::Calls { clients: 1, upload: None },
         first_byte: FIRST_BYTE,
+        floor: true,
     },
     Workload {
         name: "ping-32",
@@ -69,6 +73,7 @@ const WORKLOADS: [Workload; 9] = [
         backend: Backend::Responder { workers: 64 },
         kind: Kind::Calls { clients: 32, upload: None },
         first_byte: FIRST_BYTE,
+        floor: true,
     },
     Workload {
         name: "ping-32-w10",
@@ -76,6 +81,7 @@ const WORKLOADS: [Workload; 9] = [
         backend: Backend::Responder { workers: 10 },
         kind: Kind::Calls { clients: 32, upload: None },
         first_byte: FIRST_BYTE,
+        floor: false,
     },
     Workload {
         name: "upload-64k",
@@ -83,6 +89,7 @@ const WORKLOADS: [Workload; 9] = [
         backend: Backend::Uploader { workers: 64, read_timeout: "60s" },
         kind: Kind::Calls { clients: 4, upload: Some(64 * 1024) },
         first_byte: FIRST_BYTE,
+        floor: false,
     },
     Workload {
         name: "upload-1m",
@@ -90,6 +97,7 @@ const WORKLOADS: [Workload; 9] = [
         backend: Backend::Uploader { workers: 64, read_timeout: "60s" },
         kind: Kind::Calls { clients: 4, upload: Some(1024 * 1024) },
         first_byte: FIRST_BYTE,
+        floor: false,
     },
     Workload {
         name: "upload-1m-nostore",
@@ -100,6 +108,7 @@ const WORKLOADS: [Workload; 9] = [
             upload: Some(1024 * 1024),
         },
         first_byte: FIRST_BYTE,
+        floor: false,
     },
     Workload {
         name: "probe-storm",
@@ -107,6 +116,7 @@ const WORKLOADS: [Workload; 9] = [
         backend: Backend::Responder { workers: 64 },
         kind: Kind::Storm,
         first_byte: FIRST_BYTE,
+        floor: false,
     },
     Workload {
         name: "idle-clients",
@@ -114,6 +124,7 @@ const WORKLOADS: [Workload; 9] = [
         backend: Backend::Responder { workers: 64 },
         kind: Kind::Idle,
         first_byte: IDLE_FIRST_BYTE,
+        floor: false,
     },
     Workload {
         name: "incident",
@@ -121,12 +132,14 @@ const WORKLOADS: [Workload; 9] = [
         backend: Backend::Uploader { workers: 10, read_timeout: "0s" },
         kind: Kind::Incident,
         first_byte: FIRST_BYTE,
+        floor: false,
     },
 ];
 
 pub fn main(options: Options) -> Result<()> {
     match &options.command {
         Some(Role::Responder { workers }) => return responder::run(*workers).context("responder"),
+        Some(Role::Answerer) => return answerer::run().context("answerer"),
         Some(Role::Report { jsonl, svg }) => return rereport(jsonl, svg.as_deref()),
         Some(Role::Load {
             addr,
@@ -180,6 +193,7 @@ pub fn main(options: Options) -> Result<()> {
     ));
     notes.push(format!("client: {}", options.client_writes.describe()));
     notes.push(format!("responder: {}", responder::describe_io()));
+    notes.push(crate::deploy::FLOOR_DESCRIPTION.to_string());
     notes.push(
         "disk: `sync` before each workload, so one workload's writeback does not load the next"
             .to_string(),
@@ -236,7 +250,10 @@ pub fn main(options: Options) -> Result<()> {
         eprintln!("bench: {} ...", workload.name);
         settle_disk();
         let mut deployments = Vec::new();
-        for &t in &targets {
+        for &t in targets
+            .iter()
+            .filter(|t| workload.floor || **t != Target::Floor)
+        {
             match Deployment::start(&env, t, workload.backend, workload.first_byte) {
                 Ok(d) => deployments.push(d),
                 Err(e) => {
