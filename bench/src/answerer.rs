@@ -60,6 +60,11 @@ async fn serve() -> io::Result<()> {
             }
         });
     }
+    accept_loop(listener, accepted).await
+}
+
+/// Accepts and answers connections until the process ends.
+async fn accept_loop(listener: TcpListener, accepted: Arc<AtomicU64>) -> io::Result<()> {
     let processor = Arc::new(UploaderSyncProcessor::new(Handler));
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -144,6 +149,44 @@ fn answer(processor: &Processor, call: &[u8], output: &mut Vec<u8>) -> io::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::{Conn, Writes};
+    use std::time::Duration;
+
+    #[test]
+    fn answers_pings_and_uploads_and_counts_connections() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let listener = runtime
+            .block_on(TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(AtomicU64::new(0));
+        let server = {
+            let accepted = Arc::clone(&accepted);
+            std::thread::spawn(move || {
+                runtime.block_on(async {
+                    // Ends with the test process; bounded so a stuck test ends too.
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(30),
+                        accept_loop(listener, accepted),
+                    )
+                    .await;
+                })
+            })
+        };
+        let timeout = Duration::from_secs(5);
+        for writes in [Writes::One, Writes::Two] {
+            let mut conn = Conn::open(addr, timeout, timeout, writes).expect("connect");
+            for _ in 0..3 {
+                conn.ping().expect("pong");
+            }
+            conn.upload(&[7u8; 200_000]).expect("upload answered");
+        }
+        assert_eq!(accepted.load(Ordering::Relaxed), 2);
+        drop(server);
+    }
 
     #[test]
     fn frames_split_only_when_complete_and_oversized_ones_are_refused() {
