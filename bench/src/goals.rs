@@ -59,6 +59,50 @@ fn floor(s: &[Summary], workload: &str) -> Option<(f64, String)> {
     })
 }
 
+/// Share of one CPU that `target`'s proxy and backend used per second of
+/// `workload`: calls/s times their CPU per call.
+fn server_cpu_busy(s: &[Summary], workload: &str, target: Target) -> Option<f64> {
+    let calls = get(s, workload, target, "calls_per_s")?;
+    let proxy = get(s, workload, target, "proxy_cpu_us_per_call")?;
+    let backend = get(s, workload, target, "backend_cpu_us_per_call")?;
+    Some(calls * (proxy + backend) / 1e6)
+}
+
+/// When the server CPU is saturated behind both probegate and HAProxy's
+/// faster configuration, calls/s is the inverse of proxy + backend CPU per
+/// call, and the ratio a proxy costing only the floor would reach (with
+/// probegate's backend cost) bounds what any proxy on an epoll event loop
+/// could show in this run.
+fn ping32_ceiling(s: &[Summary]) -> Option<String> {
+    let w = "ping-32";
+    let haproxy = [Target::HaproxyTcp, Target::HaproxyInspect]
+        .into_iter()
+        .filter_map(|t| Some((t, get(s, w, t, "calls_per_s")?)))
+        .max_by(|a, b| a.1.total_cmp(&b.1))?
+        .0;
+    let (p_busy, h_busy) = (
+        server_cpu_busy(s, w, Target::Probegate)?,
+        server_cpu_busy(s, w, haproxy)?,
+    );
+    if p_busy.min(h_busy) < SATURATED {
+        return None;
+    }
+    let h_cost = get(s, w, haproxy, "proxy_cpu_us_per_call")?
+        + get(s, w, haproxy, "backend_cpu_us_per_call")?;
+    let floor = get(s, w, Target::Floor, "proxy_cpu_us_per_call")?;
+    let p_backend = get(s, w, Target::Probegate, "backend_cpu_us_per_call")?;
+    Some(format!(
+        "; the server CPU was {:.0} % busy behind probegate and {:.0} % behind HAProxy, so calls/s is the inverse of proxy + backend CPU per call: a proxy costing only the floor would reach {:.2}×",
+        100.0 * p_busy,
+        100.0 * h_busy,
+        h_cost / (floor + p_backend)
+    ))
+}
+
+/// Busy share of the server CPU above which calls/s is taken to be set by
+/// CPU per call.
+const SATURATED: f64 = 0.95;
+
 /// One line per target of the issue that this run measured.
 pub fn check(s: &[Summary]) -> Vec<String> {
     let pg = Target::Probegate;
@@ -91,9 +135,10 @@ pub fn check(s: &[Summary]) -> Vec<String> {
         best_haproxy(s, "ping-32", "calls_per_s", true),
     ) {
         out.push(format!(
-            "{} ping-32 calls/s: probegate {p:.0} = {:.2}× HAProxy's best {h:.0} (goal ≥ 1.5×)",
+            "{} ping-32 calls/s: probegate {p:.0} = {:.2}× HAProxy's best {h:.0} (goal ≥ 1.5×){}",
             verdict(p >= 1.5 * h),
-            p / h
+            p / h,
+            ping32_ceiling(s).unwrap_or_default()
         ));
     }
     for w in ["ping-32", "ping-1"] {
@@ -280,6 +325,43 @@ mod tests {
         assert!(
             !line(&without, "ping-32 proxy CPU/call").contains("floor"),
             "no floor line without the floor target: {without:?}"
+        );
+    }
+
+    #[test]
+    fn a_saturated_server_cpu_gives_the_ceiling_a_proxy_at_the_floor_would_reach() {
+        let cpu = |calls: f64, proxy: f64, backend: f64| {
+            vec![
+                ("calls_per_s", calls),
+                ("proxy_cpu_us_per_call", proxy),
+                ("backend_cpu_us_per_call", backend),
+            ]
+        };
+        let run = |probegate_calls: f64| {
+            [
+                summary("ping-32", Target::HaproxyTcp, &cpu(38_000.0, 17.0, 9.0)),
+                summary("ping-32", Target::HaproxyInspect, &cpu(37_000.0, 16.0, 9.0)),
+                summary(
+                    "ping-32",
+                    Target::Probegate,
+                    &cpu(probegate_calls, 12.5, 5.0),
+                ),
+                summary("ping-32", Target::Floor, &[("proxy_cpu_us_per_call", 12.0)]),
+            ]
+        };
+        // 38k x 26 us = 98.8 % and 57k x 17.5 us = 99.75 %: (17 + 9) / (12 + 5).
+        let saturated = check(&run(57_000.0));
+        let calls = line(&saturated, "ping-32 calls/s");
+        assert!(
+            calls.contains("100 % busy behind probegate and 99 % behind HAProxy")
+                && calls.contains("floor would reach 1.53×"),
+            "{calls}"
+        );
+        // 40k x 17.5 us = 70 %: not CPU-bound, no ceiling claimed.
+        let idle = check(&run(40_000.0));
+        assert!(
+            !line(&idle, "ping-32 calls/s").contains("floor"),
+            "{idle:?}"
         );
     }
 
