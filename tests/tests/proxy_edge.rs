@@ -778,6 +778,19 @@ fn clients_allow_and_deny_decide_by_address_and_probe_sources_are_never_forwarde
         counted_once(&proxy, &before, &format!("{source} denied"), |m| {
             class(m, "denied")
         });
+        // One that resets at once has usually ended before probegate
+        // accepts it (counted in the accept loop): denied all the same,
+        // never a probe.
+        let before = Metrics::scrape(admin);
+        close_with_rst(connect_from(ip(source), public, PROMPT).expect("connect")).expect("rst");
+        counted_once(&proxy, &before, &format!("{source} denied, reset"), |m| {
+            class(m, "denied")
+        });
+        assert_eq!(
+            probes(&Metrics::scrape(admin), "other", "rst"),
+            0.0,
+            "a denied client counted as a probe"
+        );
     }
 
     // A probe source, though outside `allow`, gets its health answer...
