@@ -279,6 +279,14 @@ pub struct ForwardingConfig {
     /// call comes within microseconds, and reopening a lane per burst cost
     /// more than the calls it carried (bench/README.md).
     pub pipeline_linger: ConfigDuration,
+    /// Whether the bodies of large framed calls go from the client's socket
+    /// to the backend's through kernel pipes, never copied by probegate
+    /// (README "Large calls go through pipes"). `false` receives them into
+    /// memory like any call: more of probegate's CPU, but a backend on the
+    /// same host that reads slowly (hashing as it goes) then copies the body
+    /// from warm pages; spliced pages have waited in the pipes for the whole
+    /// call and cost it a cold copy (bench/README.md, fifth round).
+    pub pipe_large_calls: bool,
 }
 
 impl Default for ForwardingConfig {
@@ -290,6 +298,7 @@ impl Default for ForwardingConfig {
             pipeline_methods: vec!["ping".to_string()],
             pipeline_depth: 32,
             pipeline_linger: ConfigDuration(Duration::from_millis(1)),
+            pipe_large_calls: true,
         }
     }
 }

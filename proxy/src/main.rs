@@ -89,6 +89,11 @@ fn check_config(file: &Path) -> ExitCode {
         }
         ForwardingMode::Request => "request".to_string(),
     };
+    let mode = if forwarding.pipe_large_calls || forwarding.mode == ForwardingMode::Connection {
+        mode
+    } else {
+        format!("{mode}, large calls through memory (pipe_large_calls = false)")
+    };
     let slots: usize = config.backends.iter().map(|b| b.max_connections).sum();
     println!(
         "ok: {} backend(s) with {slots} slot(s), {} probe source(s), forwarding by {mode}, public {}, admin {}",

@@ -106,6 +106,41 @@ fn check_config_accepts_the_shipped_configs() {
     }
 }
 
+#[test]
+fn check_config_says_when_large_calls_go_through_memory() {
+    let path = write_config(
+        "no_pipes",
+        &format!("{BACKEND}[forwarding]\npipe_large_calls = false\n"),
+    );
+    let output = probegate()
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("large calls through memory (pipe_large_calls = false)"),
+        "{stdout}"
+    );
+    let bad = write_config(
+        "bad_pipes",
+        &format!("{BACKEND}[forwarding]\npipe_large_calls = \"no\"\n"),
+    );
+    let output = probegate()
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("pipe_large_calls"), "{stderr}");
+}
+
 /// A probegate child that is killed if a test fails before it exits, so a
 /// failed assertion never leaves a server running.
 struct Running(std::process::Child);

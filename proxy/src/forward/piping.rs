@@ -20,12 +20,14 @@ use crate::upstream::Upstream;
 pub(super) const PIPE_AT_LEAST: usize = 128 * 1024;
 
 /// Whether calls from a client speaking `flavor` can have their bodies
-/// piped: framed (the prefix gives the body's length, and the header, read
-/// first, is all probegate checks) and in the protocol of every backend
-/// (no backend needs the bytes re-encoded; a buffered backend gets the call
-/// without its prefix, which is in the head).
+/// piped: `forwarding.pipe_large_calls` is on, the client is framed (the
+/// prefix gives the body's length, and the header, read first, is all
+/// probegate checks) and speaks the protocol of every backend (no backend
+/// needs the bytes re-encoded; a buffered backend gets the call without its
+/// prefix, which is in the head).
 pub(super) fn can_pipe(flavor: Flavor, upstream: &Upstream) -> bool {
-    flavor.transport == Transport::Framed
+    upstream.config.forwarding.pipe_large_calls
+        && flavor.transport == Transport::Framed
         && upstream
             .backends
             .iter()

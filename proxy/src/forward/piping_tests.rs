@@ -100,6 +100,24 @@ async fn calls_the_backend_needs_re_encoded_or_small_stay_in_memory() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_pipes_turned_off_a_large_call_goes_through_memory_unchanged() {
+    let data = pattern(SIZE);
+    let sent = upload_call(FB, data.clone());
+    let backend = Responder::start(FB).await;
+    let cfg = config(
+        &[(backend.addr, 1, FB)],
+        "[forwarding]\npipe_large_calls = false\n",
+    );
+    let (up, addr) = proxy(&cfg, FB).await;
+    upload_then_ping(addr, FB, data).await;
+    let got = backend.messages();
+    assert_eq!(got.len(), 2, "upload and ping");
+    assert!(got[0][..] == sent[..], "bytes differ");
+    assert_eq!(piped(&up), 0, "forwarding.pipe_large_calls = false");
+    assert_eq!(requests(&up, "upload", "reply"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_mid_body_sends_nothing_to_the_backend() {
     let data = pattern(SIZE);
     let sent = upload_call(FB, data.clone());
