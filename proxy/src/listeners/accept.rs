@@ -122,27 +122,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_reset_before_any_byte_is_an_rst_probe() {
-        let (client, accepted) = pair().await;
-        refuse(client);
-        let (look, buf) = look_until_told(&accepted);
-        assert!(
-            matches!(look, Some(Detected::Probe(Ending::Rst))),
-            "{look:?}"
-        );
-        assert!(buf.is_empty());
-    }
-
-    #[tokio::test]
-    async fn a_close_before_any_byte_is_a_fin_probe() {
-        let (client, accepted) = pair().await;
-        drop(client);
-        let (look, buf) = look_until_told(&accepted);
-        assert!(
-            matches!(look, Some(Detected::Probe(Ending::Fin))),
-            "{look:?}"
-        );
-        assert!(buf.is_empty());
+    async fn a_reset_or_close_before_any_byte_is_an_rst_or_fin_probe() {
+        for (end, ending) in [
+            (refuse as fn(StdStream), Ending::Rst),
+            (drop as fn(StdStream), Ending::Fin),
+        ] {
+            let (client, accepted) = pair().await;
+            end(client);
+            let (look, buf) = look_until_told(&accepted);
+            match look {
+                Some(Detected::Probe(got)) => assert_eq!(got, ending),
+                other => panic!("{ending:?} expected, looked: {other:?}"),
+            }
+            assert!(buf.is_empty());
+        }
     }
 
     #[tokio::test]
