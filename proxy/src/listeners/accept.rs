@@ -18,7 +18,7 @@
 
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
-use std::os::fd::AsFd;
+use std::os::fd::OwnedFd;
 
 use bytes::BytesMut;
 use rustix::net::{acceptfrom_with, SocketFlags};
@@ -46,8 +46,15 @@ impl PublicListener {
     }
 
     /// The next connection, not yet registered with the runtime, and its
-    /// peer's address.
+    /// peer's address. Spends the task's cooperative budget like tokio's own
+    /// listener (`AsyncFd` does not): while connections keep arriving every
+    /// accept is ready at once, and without the budget the accept loop
+    /// would never let the runtime's other tasks run.
     pub async fn accept(&self) -> io::Result<(StdStream, SocketAddr)> {
+        tokio::task::coop::cooperative(self.next_accepted()).await
+    }
+
+    async fn next_accepted(&self) -> io::Result<(StdStream, SocketAddr)> {
         loop {
             let mut ready = self.socket.readable().await?;
             if let Ok(accepted) = ready.try_io(|listener| accept_nonblocking(listener.get_ref())) {
@@ -82,8 +89,9 @@ pub fn first_look(socket: &StdStream, buf: &mut BytesMut) -> Option<Detected> {
 }
 
 /// Closes with a reset so the peer learns at once, without a FIN handshake.
-pub fn refuse(socket: impl AsFd) {
+pub fn refuse(socket: OwnedFd) {
     let _ = rustix::net::sockopt::set_socket_linger(&socket, Some(std::time::Duration::ZERO));
+    drop(socket);
 }
 
 #[cfg(test)]
@@ -91,6 +99,8 @@ mod tests {
     use super::*;
     use crate::metrics::Ending;
     use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
     use std::time::{Duration, Instant};
 
     /// A connected pair over loopback: (client side, accepted side).
@@ -124,7 +134,10 @@ mod tests {
     #[tokio::test]
     async fn a_reset_or_close_before_any_byte_is_an_rst_or_fin_probe() {
         for (end, ending) in [
-            (refuse as fn(StdStream), Ending::Rst),
+            (
+                (|s: StdStream| refuse(s.into())) as fn(StdStream),
+                Ending::Rst,
+            ),
             (drop as fn(StdStream), Ending::Fin),
         ] {
             let (client, accepted) = pair().await;
@@ -136,6 +149,47 @@ mod tests {
             }
             assert!(buf.is_empty());
         }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_backlog_that_never_empties_still_lets_other_tasks_run() {
+        // More than tokio's cooperative budget (128 operations per turn).
+        const WAITING: usize = 300;
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .expect("bind");
+        let listener = socket.listen(1024).expect("listen");
+        let addr = listener.local_addr().expect("addr");
+        let listener = PublicListener::new(listener).expect("take over");
+        let _clients: Vec<StdStream> = (0..WAITING)
+            .map(|_| StdStream::connect(addr).expect("connect"))
+            .collect();
+        let accept = || async {
+            tokio::time::timeout(Duration::from_secs(5), listener.accept())
+                .await
+                .expect("accepted within 5 s")
+                .expect("accept")
+        };
+        // The first accept waits for the runtime to report the listener
+        // ready; from then on every accept is ready at once.
+        accept().await;
+        let other_ran = Arc::new(AtomicBool::new(false));
+        tokio::spawn({
+            let other_ran = Arc::clone(&other_ran);
+            async move { other_ran.store(true, Ordering::SeqCst) }
+        });
+        let mut accepted_when_it_ran = None;
+        for n in 1..WAITING {
+            accept().await;
+            if accepted_when_it_ran.is_none() && other_ran.load(Ordering::SeqCst) {
+                accepted_when_it_ran = Some(n);
+            }
+        }
+        assert!(
+            accepted_when_it_ran.is_some(),
+            "the other task never ran while {WAITING} waiting connections were accepted"
+        );
     }
 
     #[tokio::test]

@@ -168,13 +168,14 @@ pub async fn accept_loop(listener: TcpListener, edge: Edge, tracker: TaskTracker
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             edge.metrics.rejected("max_client_connections");
             debug!(%peer, "refused: limits.max_client_connections reached");
-            refuse(socket);
+            refuse(socket.into());
             continue;
         };
         let stream = match TcpStream::from_std(socket) {
             Ok(stream) => stream,
             Err(e) => {
-                warn!(%peer, error = %e, "cannot register an accepted connection");
+                edge.metrics.rejected("register_failed");
+                warn!(%peer, error = %e, "cannot register an accepted connection with the runtime; closed");
                 continue;
             }
         };
@@ -266,7 +267,9 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, mut buf: BytesMut, edge
     else {
         debug!(client = %client, "closing: limits.max_connections_per_source reached");
         edge.metrics.rejected("per_source_limit");
-        refuse(stream);
+        if let Ok(socket) = stream.into_std() {
+            refuse(socket.into());
+        }
         return;
     };
     let detected = detect(
@@ -340,6 +343,73 @@ fn count_closed(edge: &Edge, detected: Detected, probe_source: Option<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::listeners::accept::refuse;
+    use crate::shutdown::StopSignal;
+    use std::io::{Read, Write};
+    use std::time::Instant;
+
+    /// The value of the `/metrics` line starting with `series`, from the
+    /// admin port at `admin` (0 when absent).
+    fn scrape(admin: SocketAddr, series: &str) -> f64 {
+        let mut stream = std::net::TcpStream::connect(admin).expect("admin connects");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+            .expect("request");
+        let mut page = String::new();
+        stream.read_to_string(&mut page).expect("metrics page");
+        page.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Two connections wait in the backlog before probegate accepts: a
+    /// silent one, which takes the only place, and one already reset.
+    /// Counted at accept, the reset one is a probe; had it waited for a
+    /// place of its own it would have been refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_ended_before_it_is_accepted_is_a_probe_even_when_all_places_are_taken() {
+        let public = bind_public("127.0.0.1:0".parse().expect("addr"), 128).expect("public");
+        let admin = TcpListener::bind("127.0.0.1:0").await.expect("admin");
+        let (public_addr, admin_addr) = (
+            public.local_addr().expect("addr"),
+            admin.local_addr().expect("addr"),
+        );
+        let silent = std::net::TcpStream::connect(public_addr).expect("silent connects");
+        let reset = std::net::TcpStream::connect(public_addr).expect("reset connects");
+        refuse(reset.into());
+        let config = Config::parse(
+            "[[backends]]\naddress = \"127.0.0.1:9\"\n[limits]\nmax_client_connections = 1\n",
+        )
+        .expect("config");
+        let (stop, stop_signals) = tokio::sync::mpsc::channel(1);
+        let server = tokio::spawn(crate::server::run(config, public, admin, stop_signals));
+        let rst = "probegate_probes_total{ending=\"rst\",source=\"other\"}";
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let counted = tokio::task::spawn_blocking(move || loop {
+            let probes = scrape(admin_addr, rst);
+            if probes >= 1.0 || Instant::now() > deadline {
+                let refused = scrape(
+                    admin_addr,
+                    "probegate_rejected_total{reason=\"max_client_connections\"}",
+                );
+                return (probes, refused);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        })
+        .await
+        .expect("scraper");
+        drop(silent);
+        let _ = stop.send(StopSignal::Interrupt).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+        assert_eq!(
+            counted,
+            (1.0, 0.0),
+            "(rst probes, refused for max_client_connections)"
+        );
+    }
 
     #[test]
     fn per_source_counts_enter_and_leave() {
