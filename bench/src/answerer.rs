@@ -1,5 +1,5 @@
-//! The floor: probegate's runtime answering every call itself, with no
-//! backend behind it.
+//! The `answerer` target: probegate's runtime answering every call itself,
+//! with no backend behind it.
 //!
 //! Whatever a proxy does with the backend, it still receives each call from
 //! the client's socket and sends each reply back, and sleeps and wakes in
@@ -7,10 +7,12 @@
 //! runtime probegate uses (tokio's multi-thread scheduler over epoll,
 //! pinned like the proxies): it reads framed binary calls through a buffer
 //! and answers them in memory with the responder's generated processor,
-//! replies read together written together. Its CPU per call is the floor
-//! the ping workloads measure proxies against (`floor` target), so the
-//! output can say how far a CPU goal is from what any proxy on an epoll
-//! event loop could reach, measured in the same run.
+//! replies read together written together. Its CPU per call is the
+//! reference floor the ping workloads measure proxies against, so the
+//! output can say how far a CPU goal is from what a proxy on this runtime
+//! could reach, measured in the same run. (It even decodes and encodes
+//! each call with the generated processor, a little more than a proxy
+//! needs: user space is a few percent of such a server's CPU.)
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,7 +29,7 @@ use crate::responder::{answer_metrics, Handler};
 
 /// Read buffer per connection, as the responder's.
 const READ_BUFFER: usize = 64 * 1024;
-/// Larger frames are refused (the connection is closed): the floor serves
+/// Larger frames are refused (the connection is closed): the answerer serves
 /// the ping workloads, whose frames are a few dozen bytes.
 const MAX_FRAME: usize = 16 * 1024 * 1024;
 

@@ -15,7 +15,7 @@ const COLORS: [RGBColor; Target::ALL.len()] = [
     RGBColor(230, 150, 60),  // haproxy-tcp
     RGBColor(200, 80, 60),   // haproxy-inspect
     RGBColor(50, 110, 200),  // probegate
-    RGBColor(110, 180, 110), // floor
+    RGBColor(110, 180, 110), // answerer
 ];
 
 /// One bar: target index, median, min, max, and the text shown above it.
@@ -64,11 +64,11 @@ fn relative_groups(summaries: &[Summary]) -> Vec<Group> {
             if base <= 0.0 {
                 return None;
             }
-            // The floor has no backend: its calls/s is no proxy's.
+            // The answerer has no backend: its calls/s is no proxy's.
             let bars = Target::ALL
                 .iter()
                 .enumerate()
-                .filter(|(_, t)| **t != Target::Floor)
+                .filter(|(_, t)| **t != Target::Answerer)
                 .filter_map(|(i, t)| {
                     let s: &Spread = find(summaries, &w, *t)?.metrics.get(key)?;
                     let r = s.median / base;
@@ -242,7 +242,7 @@ pub fn draw(path: &Path, summaries: &[Summary], subtitle: &str) -> Result<(), St
     )?;
     panel(
         &areas[1],
-        "proxy CPU time per call, ping workloads (utime+stime from /proc; floor: no backend, answers itself), lower is better",
+        "proxy CPU time per call, ping workloads (utime+stime from /proc; answerer: no backend, answers itself), lower is better",
         "µs per call",
         &metric_groups(
             summaries,

@@ -31,8 +31,9 @@ pub enum Target {
     HaproxyInspect,
     Probegate,
     /// No backend: probegate's runtime answering every call itself
-    /// (answerer.rs), the floor of a proxy's CPU per call. Ping workloads only.
-    Floor,
+    /// (answerer.rs), the reference floor of a proxy's CPU per call. Ping
+    /// workloads only.
+    Answerer,
 }
 
 impl Target {
@@ -41,7 +42,7 @@ impl Target {
         Target::HaproxyTcp,
         Target::HaproxyInspect,
         Target::Probegate,
-        Target::Floor,
+        Target::Answerer,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,19 +51,19 @@ impl Target {
             Target::HaproxyTcp => "haproxy-tcp",
             Target::HaproxyInspect => "haproxy-inspect",
             Target::Probegate => "probegate",
-            Target::Floor => "floor",
+            Target::Answerer => "answerer",
         }
     }
 
-    /// Whether its "proxy" CPU is measured: the proxies', and the floor's
+    /// Whether its "proxy" CPU is measured: the proxies', and the answerer's
     /// own (it stands where a proxy would).
     pub fn is_proxy(self) -> bool {
         self != Target::Direct
     }
 }
 
-/// What the floor target is, for the bench's output.
-pub const FLOOR_DESCRIPTION: &str = "floor: no backend; probegate's runtime (tokio over epoll, pinned like the proxies) answers each call itself, so its CPU per call is what a proxy's client side alone costs (ping workloads only)";
+/// What the answerer target is, for the bench's output.
+pub const ANSWERER_DESCRIPTION: &str = "answerer: no backend; probegate's runtime (tokio over epoll, pinned like the proxies) answers each call itself, so its CPU per call is what a proxy's client side alone costs on this runtime, the reference floor of the CPU verdicts (ping workloads only)";
 
 /// Which backend a workload needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,11 +113,11 @@ impl Env<'_> {
 enum Proxy {
     Haproxy(Haproxy),
     Probegate(Server),
-    /// The floor's answerer, measured where a proxy would be.
+    /// The answerer, measured where a proxy would be.
     Answerer(Server),
 }
 
-/// A running target: its backend (none for the floor), its proxy (none for
+/// A running target: its backend (none for the answerer), its proxy (none for
 /// direct) and the address clients connect to.
 pub struct Deployment {
     pub target: Target,
@@ -138,7 +139,7 @@ impl Deployment {
         backend_kind: Backend,
         first_byte: Duration,
     ) -> Result<Deployment> {
-        if target == Target::Floor {
+        if target == Target::Answerer {
             let answerer = start_answerer(env)?;
             return Ok(Deployment {
                 target,
@@ -153,7 +154,7 @@ impl Deployment {
         let (backend, thrift, metrics, storage) = start_backend(env, backend_kind)?;
         let proxy = match target {
             Target::Direct => None,
-            Target::Floor => unreachable!("started above"),
+            Target::Answerer => unreachable!("started above"),
             Target::HaproxyTcp | Target::HaproxyInspect => {
                 let mode = if target == Target::HaproxyTcp {
                     haproxy::Mode::Tcp
@@ -181,7 +182,7 @@ impl Deployment {
             None => thrift,
             Some(Proxy::Haproxy(h)) => h.addr,
             Some(Proxy::Probegate(s)) => s.addr("public")?,
-            Some(Proxy::Answerer(_)) => unreachable!("the floor has no backend"),
+            Some(Proxy::Answerer(_)) => unreachable!("the answerer has no backend"),
         };
         Ok(Deployment {
             target,

@@ -38,23 +38,25 @@ fn verdict(ok: bool) -> &'static str {
     }
 }
 
-/// The CPU per call no proxy on an epoll event loop goes below in
-/// `workload`, measured in this run by the `floor` target (answerer.rs: the
-/// client side alone, no backend), and how it was reckoned. With 32
-/// connections calls to the backend can share system calls, so the floor
-/// is the client side alone; with one, every call also costs a receive, a
-/// send and a wake-up on the backend side, as much again.
+/// The reference floor of a proxy's CPU per call in `workload` on
+/// probegate's runtime, from the `answerer` target measured in this run
+/// (answerer.rs: the client side alone, no backend), and how it was
+/// reckoned. With 32 connections calls to the backend can share system
+/// calls, so the floor is the client side alone, as measured; with one,
+/// every call also costs a receive, a send and a wake-up on the backend
+/// side, which is taken to cost as much again (an estimate: twice the
+/// measurement).
 fn floor(s: &[Summary], workload: &str) -> Option<(f64, String)> {
-    let client_side = get(s, workload, Target::Floor, "proxy_cpu_us_per_call")?;
+    let client_side = get(s, workload, Target::Answerer, "proxy_cpu_us_per_call")?;
     Some(if workload == "ping-1" {
         (
             2.0 * client_side,
-            format!("twice what answering alone costs ({client_side:.1} µs), one side each"),
+            format!("estimated as twice the answerer's {client_side:.1} µs, one side each"),
         )
     } else {
         (
             client_side,
-            "what answering alone costs, the client side without any backend".to_string(),
+            "the answerer's, the client side without any backend".to_string(),
         )
     })
 }
@@ -70,8 +72,8 @@ fn server_cpu_busy(s: &[Summary], workload: &str, target: Target) -> Option<f64>
 
 /// When the server CPU is saturated behind both probegate and HAProxy's
 /// faster configuration, calls/s is the inverse of proxy + backend CPU per
-/// call, and the ratio a proxy costing only the floor would reach (with
-/// probegate's backend cost) bounds what any proxy on an epoll event loop
+/// call, and the ratio a proxy costing only the answerer's CPU would reach
+/// (with probegate's backend cost) bounds what a proxy on this runtime
 /// could show in this run.
 fn ping32_ceiling(s: &[Summary]) -> Option<String> {
     let w = "ping-32";
@@ -89,10 +91,10 @@ fn ping32_ceiling(s: &[Summary]) -> Option<String> {
     }
     let h_cost = get(s, w, haproxy, "proxy_cpu_us_per_call")?
         + get(s, w, haproxy, "backend_cpu_us_per_call")?;
-    let floor = get(s, w, Target::Floor, "proxy_cpu_us_per_call")?;
+    let floor = get(s, w, Target::Answerer, "proxy_cpu_us_per_call")?;
     let p_backend = get(s, w, Target::Probegate, "backend_cpu_us_per_call")?;
     Some(format!(
-        "; the server CPU was {:.0} % busy behind probegate and {:.0} % behind HAProxy, so calls/s is the inverse of proxy + backend CPU per call: a proxy costing only the floor would reach {:.2}×",
+        "; the server CPU was {:.0} % busy behind probegate and {:.0} % behind HAProxy, so calls/s is the inverse of proxy + backend CPU per call: a proxy costing only the answerer's CPU would reach {:.2}×",
         100.0 * p_busy,
         100.0 * h_busy,
         h_cost / (floor + p_backend)
@@ -149,7 +151,7 @@ pub fn check(s: &[Summary]) -> Vec<String> {
             let floor = floor(s, w)
                 .map(|(floor, why)| {
                     format!(
-                        "; floor: {why} = {floor:.1} µs = {:.2}× HAProxy's best, probegate {:.2}× the floor",
+                        "; reference floor on this runtime: {why} = {floor:.1} µs = {:.2}× HAProxy's best, probegate {:.2}× the floor",
                         floor / h,
                         p / floor
                     )
@@ -301,14 +303,14 @@ mod tests {
             [
                 summary(w, Target::HaproxyInspect, &[("proxy_cpu_us_per_call", h)]),
                 summary(w, Target::Probegate, &[("proxy_cpu_us_per_call", p)]),
-                summary(w, Target::Floor, &[("proxy_cpu_us_per_call", floor)]),
+                summary(w, Target::Answerer, &[("proxy_cpu_us_per_call", floor)]),
             ]
         };
         let one = check(&cpu("ping-1", 20.0, 19.0, 8.0));
         let one = line(&one, "ping-1 proxy CPU/call");
         assert!(one.starts_with("MISSED") && one.contains("0.95×"), "{one}");
         assert!(
-            one.contains("floor: twice what answering alone costs (8.0 µs), one side each = 16.0 µs = 0.80× HAProxy's best, probegate 1.19× the floor"),
+            one.contains("reference floor on this runtime: estimated as twice the answerer's 8.0 µs, one side each = 16.0 µs = 0.80× HAProxy's best, probegate 1.19× the floor"),
             "{one}"
         );
         let many = check(&cpu("ping-32", 14.0, 9.8, 9.1));
@@ -324,7 +326,7 @@ mod tests {
         let without = check(&cpu("ping-32", 14.0, 9.8, 9.1)[..2]);
         assert!(
             !line(&without, "ping-32 proxy CPU/call").contains("floor"),
-            "no floor line without the floor target: {without:?}"
+            "no floor without the answerer target: {without:?}"
         );
     }
 
@@ -346,7 +348,11 @@ mod tests {
                     Target::Probegate,
                     &cpu(probegate_calls, 12.5, 5.0),
                 ),
-                summary("ping-32", Target::Floor, &[("proxy_cpu_us_per_call", 12.0)]),
+                summary(
+                    "ping-32",
+                    Target::Answerer,
+                    &[("proxy_cpu_us_per_call", 12.0)],
+                ),
             ]
         };
         // 38k x 26 us = 98.8 % and 57k x 17.5 us = 99.75 %: (17 + 9) / (12 + 5).
@@ -354,13 +360,13 @@ mod tests {
         let calls = line(&saturated, "ping-32 calls/s");
         assert!(
             calls.contains("100 % busy behind probegate and 99 % behind HAProxy")
-                && calls.contains("floor would reach 1.53×"),
+                && calls.contains("costing only the answerer's CPU would reach 1.53×"),
             "{calls}"
         );
         // 40k x 17.5 us = 70 %: not CPU-bound, no ceiling claimed.
         let idle = check(&run(40_000.0));
         assert!(
-            !line(&idle, "ping-32 calls/s").contains("floor"),
+            !line(&idle, "ping-32 calls/s").contains("answerer"),
             "{idle:?}"
         );
     }

@@ -72,7 +72,7 @@ pub enum Command {
         #[arg(long, default_value_t = 64)]
         workers: usize,
     },
-    /// The `floor` target: answers every call itself on probegate's runtime,
+    /// The `answerer` target: answers every call itself on probegate's runtime,
     /// with no backend (what a proxy's client side alone costs).
     Answerer,
     /// Drive closed-loop load at an already running server (for profiling a

@@ -46,9 +46,9 @@ struct Workload {
     kind: Kind,
     /// probegate's `first_byte` and HAProxy's inspect delay.
     first_byte: Duration,
-    /// Whether the `floor` target runs it (the closed-loop ping workloads
+    /// Whether the `answerer` target runs it (the closed-loop ping workloads
     /// whose proxy CPU per call has a goal).
-    floor: bool,
+    answerer: bool,
 }
 
 /// probegate's default `timeouts.first_byte`, used as HAProxy's inspect
@@ -65,7 +65,7 @@ const WORKLOADS: [Workload; 9] = [
         backend: Backend::Responder { workers: 64 },
         kind: Kind::Calls { clients: 1, upload: None },
         first_byte: FIRST_BYTE,
-        floor: true,
+        answerer: true,
     },
     Workload {
         name: "ping-32",
@@ -73,7 +73,7 @@ const WORKLOADS: [Workload; 9] = [
         backend: Backend::Responder { workers: 64 },
         kind: Kind::Calls { clients: 32, upload: None },
         first_byte: FIRST_BYTE,
-        floor: true,
+        answerer: true,
     },
     Workload {
         name: "ping-32-w10",
@@ -81,7 +81,7 @@ const WORKLOADS: [Workload; 9] = [
         backend: Backend::Responder { workers: 10 },
         kind: Kind::Calls { clients: 32, upload: None },
         first_byte: FIRST_BYTE,
-        floor: false,
+        answerer: false,
     },
     Workload {
         name: "upload-64k",
@@ -89,7 +89,7 @@ const WORKLOADS: [Workload; 9] = [
         backend: Backend::Uploader { workers: 64, read_timeout: "60s" },
         kind: Kind::Calls { clients: 4, upload: Some(64 * 1024) },
         first_byte: FIRST_BYTE,
-        floor: false,
+        answerer: false,
     },
     Workload {
         name: "upload-1m",
@@ -97,7 +97,7 @@ const WORKLOADS: [Workload; 9] = [
         backend: Backend::Uploader { workers: 64, read_timeout: "60s" },
         kind: Kind::Calls { clients: 4, upload: Some(1024 * 1024) },
         first_byte: FIRST_BYTE,
-        floor: false,
+        answerer: false,
     },
     Workload {
         name: "upload-1m-nostore",
@@ -108,7 +108,7 @@ const WORKLOADS: [Workload; 9] = [
             upload: Some(1024 * 1024),
         },
         first_byte: FIRST_BYTE,
-        floor: false,
+        answerer: false,
     },
     Workload {
         name: "probe-storm",
@@ -116,7 +116,7 @@ const WORKLOADS: [Workload; 9] = [
         backend: Backend::Responder { workers: 64 },
         kind: Kind::Storm,
         first_byte: FIRST_BYTE,
-        floor: false,
+        answerer: false,
     },
     Workload {
         name: "idle-clients",
@@ -124,7 +124,7 @@ const WORKLOADS: [Workload; 9] = [
         backend: Backend::Responder { workers: 64 },
         kind: Kind::Idle,
         first_byte: IDLE_FIRST_BYTE,
-        floor: false,
+        answerer: false,
     },
     Workload {
         name: "incident",
@@ -132,7 +132,7 @@ const WORKLOADS: [Workload; 9] = [
         backend: Backend::Uploader { workers: 10, read_timeout: "0s" },
         kind: Kind::Incident,
         first_byte: FIRST_BYTE,
-        floor: false,
+        answerer: false,
     },
 ];
 
@@ -193,7 +193,7 @@ pub fn main(options: Options) -> Result<()> {
     ));
     notes.push(format!("client: {}", options.client_writes.describe()));
     notes.push(format!("responder: {}", responder::describe_io()));
-    notes.push(crate::deploy::FLOOR_DESCRIPTION.to_string());
+    notes.push(crate::deploy::ANSWERER_DESCRIPTION.to_string());
     notes.push(
         "disk: `sync` before each workload, so one workload's writeback does not load the next"
             .to_string(),
@@ -252,7 +252,7 @@ pub fn main(options: Options) -> Result<()> {
         let mut deployments = Vec::new();
         for &t in targets
             .iter()
-            .filter(|t| workload.floor || **t != Target::Floor)
+            .filter(|t| workload.answerer || **t != Target::Answerer)
         {
             match Deployment::start(&env, t, workload.backend, workload.first_byte) {
                 Ok(d) => deployments.push(d),
