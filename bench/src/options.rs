@@ -21,7 +21,7 @@ pub struct Options {
     pub reps: Option<u32>,
     /// Seconds of measurement per workload, target and repetition
     /// (default: 2 with --quick, 5 otherwise).
-    #[arg(long)]
+    #[arg(long, value_parser = seconds)]
     pub window: Option<f64>,
     /// Probes per second in the probe storm (RST, FIN and HTTP in turn).
     #[arg(long, default_value_t = 5000)]
@@ -84,7 +84,7 @@ pub enum Command {
         #[arg(long, default_value_t = 32)]
         clients: usize,
         /// Seconds of measurement.
-        #[arg(long, default_value_t = 10.0)]
+        #[arg(long, default_value_t = 10.0, value_parser = seconds)]
         secs: f64,
         /// Upload a PNG of this many bytes instead of calling ping.
         #[arg(long)]
@@ -100,7 +100,7 @@ pub enum Command {
         #[arg(long, default_value_t = 5000)]
         rate: u32,
         /// Seconds of probing.
-        #[arg(long, default_value_t = 10.0)]
+        #[arg(long, default_value_t = 10.0, value_parser = seconds)]
         secs: f64,
     },
     /// Print the tables and redraw the chart from a results.jsonl.
@@ -111,6 +111,17 @@ pub enum Command {
         #[arg(long)]
         svg: Option<PathBuf>,
     },
+}
+
+/// A number of seconds: finite and above zero (the bench bounds it further).
+fn seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 => Ok(secs),
+        Ok(secs) => Err(format!(
+            "{secs} is not a positive, finite number of seconds"
+        )),
+        Err(e) => Err(format!("{text:?} is not a number of seconds: {e}")),
+    }
 }
 
 impl Options {
@@ -139,5 +150,19 @@ impl Options {
 
     pub fn wants_workload(&self, name: &str) -> bool {
         self.workloads.is_empty() || self.workloads.iter().any(|w| w == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_must_be_positive_and_finite() {
+        assert_eq!(seconds("2.5"), Ok(2.5));
+        for bad in ["NaN", "inf", "0", "-1", "soon"] {
+            let err = seconds(bad).expect_err(bad);
+            assert!(err.contains("seconds"), "{bad}: {err}");
+        }
     }
 }
