@@ -78,14 +78,33 @@ fn accept_nonblocking(listener: &StdListener) -> io::Result<(StdStream, SocketAd
 /// `None` when it is still open, with `buf` holding the bytes read, if any.
 pub fn first_look(socket: &StdStream, buf: &mut BytesMut) -> Option<Detected> {
     debug_assert!(buf.is_empty());
-    buf.resize(FIRST_READ_BYTES, 0);
+    // Read onto the stack: a probe that has ended costs no allocation.
+    let mut first = [0u8; FIRST_READ_BYTES];
     let mut reader = socket;
-    let read = reader.read(&mut buf[..]);
-    buf.truncate(*read.as_ref().unwrap_or(&0));
-    match read {
+    match reader.read(&mut first) {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+        Ok(n) if n > 0 => {
+            buf.extend_from_slice(&first[..n]);
+            None
+        }
         read => read_ended(read, true),
     }
+}
+
+/// Whether an accept error means the process is out of a resource (file
+/// descriptors, memory), so that retrying at once would spin; other errors
+/// (a connection aborted while queued, one without an IP address) concern
+/// one connection only.
+pub fn out_of_resources(e: &io::Error) -> bool {
+    matches!(
+        rustix::io::Errno::from_io_error(e),
+        Some(
+            rustix::io::Errno::MFILE
+                | rustix::io::Errno::NFILE
+                | rustix::io::Errno::NOBUFS
+                | rustix::io::Errno::NOMEM
+        )
+    )
 }
 
 /// Closes with a reset so the peer learns at once, without a FIN handshake.
@@ -190,6 +209,22 @@ mod tests {
             accepted_when_it_ran.is_some(),
             "the other task never ran while {WAITING} waiting connections were accepted"
         );
+    }
+
+    #[test]
+    fn only_resource_exhaustion_calls_for_a_pause_in_accepting() {
+        for errno in [
+            rustix::io::Errno::MFILE,
+            rustix::io::Errno::NFILE,
+            rustix::io::Errno::NOBUFS,
+            rustix::io::Errno::NOMEM,
+        ] {
+            assert!(out_of_resources(&errno.into()), "{errno:?}");
+        }
+        for errno in [rustix::io::Errno::CONNABORTED, rustix::io::Errno::PROTO] {
+            assert!(!out_of_resources(&errno.into()), "{errno:?}");
+        }
+        assert!(!out_of_resources(&io::Error::other("no IP peer address")));
     }
 
     #[tokio::test]

@@ -26,7 +26,7 @@ use crate::classify::{Classifier, Source};
 use crate::config::Config;
 use crate::detect::{detect, Detected};
 use crate::forward::serve_thrift;
-use crate::listeners::accept::{first_look, refuse, PublicListener};
+use crate::listeners::accept::{first_look, out_of_resources, refuse, PublicListener};
 use crate::metrics::{Class, EdgeMetrics, Ending, OTHER_SOURCE};
 use crate::protocols::http_health::{serve_http, HealthAnswers};
 use crate::protocols::proxy_header::{read_proxy_header, Proxied};
@@ -147,10 +147,15 @@ pub async fn accept_loop(listener: TcpListener, edge: Edge, tracker: TaskTracker
         };
         let (socket, peer) = match accepted {
             Ok(pair) => pair,
-            Err(e) => {
+            Err(e) if out_of_resources(&e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
-                warn!(error = %e, "accept failed");
+                warn!(error = %e, "accept failed; pausing 50 ms");
                 tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            Err(e) => {
+                // One connection's trouble (aborted while queued and the like).
+                debug!(error = %e, "accept failed for one connection");
                 continue;
             }
         };
