@@ -431,9 +431,7 @@ async fn serve(
                 }
             } else if !lingering {
                 lingering = true;
-                linger
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + linger_for);
+                linger.as_mut().reset(Instant::now() + linger_for);
             }
         } else {
             lingering = false;

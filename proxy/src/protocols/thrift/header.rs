@@ -6,8 +6,9 @@
 //! about 8 % of probegate's own instructions per call. A header is a few
 //! fixed fields, so this module reads them from the slice; the name is a
 //! `CompactString`, inline up to 24 bytes, so a usual method name costs no
-//! allocation (two per call less: ~7 % of probegate's own instructions). It follows thrift 0.25's `TBinaryInputProtocol`
-//! (strict) and `TCompactInputProtocol` rule for rule: the same headers
+//! allocation (two per call less: ~7 % of probegate's own instructions).
+//! It follows thrift 0.25's `TBinaryInputProtocol` (strict) and
+//! `TCompactInputProtocol` rule for rule: the same headers
 //! accepted, the same "bytes needed" when the slice ends early, and errors
 //! that start with the crate's own text and then name the offending value
 //! (the crate's errors print only their kind). The tests compare both on
