@@ -217,11 +217,9 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5), "not the bound");
 
         let mut sleeps = Command::new("sleep").arg("30").spawn().expect("sleep");
-        let err = poll_ready(&mut sleeps, Duration::from_millis(100), || {
+        let never = poll_ready(&mut sleeps, Duration::from_millis(100), || {
             Err("503".to_string())
-        })
-        .expect_err("never ready");
-        assert!(err.contains("not ready within 100ms (last: 503)"), "{err}");
+        });
         let mut calls = 0;
         let ready = poll_ready(&mut sleeps, Duration::from_secs(10), || {
             calls += 1;
@@ -231,7 +229,10 @@ mod tests {
                 Ok(())
             }
         });
+        // Stopped before any assertion, so a failure leaves nothing running.
         stop_child(&mut sleeps);
+        let err = never.expect_err("never ready");
+        assert!(err.contains("not ready within 100ms (last: 503)"), "{err}");
         assert_eq!(ready, Ok(()));
         assert_eq!(calls, 3);
     }

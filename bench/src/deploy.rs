@@ -140,21 +140,21 @@ impl Deployment {
         first_byte: Duration,
     ) -> Result<Deployment> {
         if target == Target::Answerer {
-            let answerer = start_answerer(env)?;
+            let (answerer, addr) = start_answerer(env)?;
             return Ok(Deployment {
                 target,
                 backend_kind,
                 backend: None,
                 backend_metrics: None,
-                addr: answerer.addr("thrift")?,
+                addr,
                 proxy: Some(Proxy::Answerer(answerer)),
                 storage: None,
             });
         }
         let (backend, thrift, metrics, storage) = start_backend(env, backend_kind)?;
-        let proxy = match target {
-            Target::Direct => None,
-            Target::Answerer => unreachable!("started above"),
+        let (proxy, addr) = match target {
+            Target::Direct => (None, thrift),
+            Target::Answerer => unreachable!("started above, without a backend"),
             Target::HaproxyTcp | Target::HaproxyInspect => {
                 let mode = if target == Target::HaproxyTcp {
                     haproxy::Mode::Tcp
@@ -163,7 +163,10 @@ impl Deployment {
                 };
                 let name = env.next_name(target.name());
                 match Haproxy::start(env.machine, mode, thrift, &env.work_dir, &name, first_byte) {
-                    Ok(h) => Some(Proxy::Haproxy(h)),
+                    Ok(h) => {
+                        let addr = h.addr;
+                        (Some(Proxy::Haproxy(h)), addr)
+                    }
                     Err(e) => {
                         backend.stop();
                         return Err(e.into());
@@ -171,18 +174,12 @@ impl Deployment {
                 }
             }
             Target::Probegate => match start_probegate(env, thrift, backend_kind, first_byte) {
-                Ok(s) => Some(Proxy::Probegate(s)),
+                Ok((s, addr)) => (Some(Proxy::Probegate(s)), addr),
                 Err(e) => {
                     backend.stop();
                     return Err(e);
                 }
             },
-        };
-        let addr = match &proxy {
-            None => thrift,
-            Some(Proxy::Haproxy(h)) => h.addr,
-            Some(Proxy::Probegate(s)) => s.addr("public")?,
-            Some(Proxy::Answerer(_)) => unreachable!("the answerer has no backend"),
         };
         Ok(Deployment {
             target,
@@ -266,15 +263,19 @@ fn start_backend(env: &Env, kind: Backend) -> Result<Started> {
     }
 }
 
-fn start_answerer(env: &Env) -> Result<Server> {
+/// The answerer and the address it answers on.
+fn start_answerer(env: &Env) -> Result<(Server, SocketAddr)> {
     let name = env.next_name("answerer");
     let mut command = env.machine.server_command(&env.bench_exe);
     command.arg("answerer");
-    Ok(Server::start(
-        &name,
-        command,
-        &log_path(&env.work_dir, &name),
-    )?)
+    let answerer = Server::start(&name, command, &log_path(&env.work_dir, &name))?;
+    match answerer.addr("thrift") {
+        Ok(addr) => Ok((answerer, addr)),
+        Err(e) => {
+            answerer.stop();
+            Err(e.into())
+        }
+    }
 }
 
 fn start_probegate(
@@ -282,7 +283,7 @@ fn start_probegate(
     backend: SocketAddr,
     kind: Backend,
     first_byte: Duration,
-) -> Result<Server> {
+) -> Result<(Server, SocketAddr)> {
     let name = env.next_name("probegate");
     let config = env.work_dir.join(format!("{name}.toml"));
     std::fs::write(&config, probegate_config(backend, kind, first_byte))
@@ -292,12 +293,13 @@ fn start_probegate(
     command.arg("--config").arg(&config);
     env.server_env(&mut command);
     let mut server = Server::start(&name, command, &log_path(&env.work_dir, &name))?;
-    match server
+    let ready = server
         .addr("admin")
         .map_err(anyhow::Error::from)
         .and_then(|admin| wait_ready(&mut server, admin))
-    {
-        Ok(()) => Ok(server),
+        .and_then(|()| Ok(server.addr("public")?));
+    match ready {
+        Ok(public) => Ok((server, public)),
         Err(e) => {
             server.stop();
             Err(e.context(format!("{name} did not become ready")))

@@ -17,17 +17,27 @@ fn get(summaries: &[Summary], workload: &str, target: Target, key: &str) -> Opti
         .map(|s| s.median)
 }
 
-/// The best HAProxy value of `key` for `workload`: max when higher is
-/// better, min otherwise.
-fn best_haproxy(summaries: &[Summary], workload: &str, key: &str, higher: bool) -> Option<f64> {
+/// The HAProxy configuration with the best value of `key` for `workload`,
+/// and that value: max when higher is better, min otherwise.
+fn best_haproxy_target(
+    summaries: &[Summary],
+    workload: &str,
+    key: &str,
+    higher: bool,
+) -> Option<(Target, f64)> {
     let values = [Target::HaproxyTcp, Target::HaproxyInspect]
         .into_iter()
-        .filter_map(|t| get(summaries, workload, t, key));
+        .filter_map(|t| Some((t, get(summaries, workload, t, key)?)));
     if higher {
-        values.reduce(f64::max)
+        values.max_by(|a, b| a.1.total_cmp(&b.1))
     } else {
-        values.reduce(f64::min)
+        values.min_by(|a, b| a.1.total_cmp(&b.1))
     }
+}
+
+/// The best HAProxy value of `key` for `workload` (see [`best_haproxy_target`]).
+fn best_haproxy(summaries: &[Summary], workload: &str, key: &str, higher: bool) -> Option<f64> {
+    best_haproxy_target(summaries, workload, key, higher).map(|(_, value)| value)
 }
 
 fn verdict(ok: bool) -> &'static str {
@@ -61,13 +71,18 @@ fn floor(s: &[Summary], workload: &str) -> Option<(f64, String)> {
     })
 }
 
+/// CPU per call, in µs, of `target`'s proxy and backend together.
+fn server_cpu_per_call(s: &[Summary], workload: &str, target: Target) -> Option<f64> {
+    Some(
+        get(s, workload, target, "proxy_cpu_us_per_call")?
+            + get(s, workload, target, "backend_cpu_us_per_call")?,
+    )
+}
+
 /// Share of one CPU that `target`'s proxy and backend used per second of
 /// `workload`: calls/s times their CPU per call.
 fn server_cpu_busy(s: &[Summary], workload: &str, target: Target) -> Option<f64> {
-    let calls = get(s, workload, target, "calls_per_s")?;
-    let proxy = get(s, workload, target, "proxy_cpu_us_per_call")?;
-    let backend = get(s, workload, target, "backend_cpu_us_per_call")?;
-    Some(calls * (proxy + backend) / 1e6)
+    Some(get(s, workload, target, "calls_per_s")? * server_cpu_per_call(s, workload, target)? / 1e6)
 }
 
 /// When the server CPU is saturated behind both probegate and HAProxy's
@@ -77,11 +92,7 @@ fn server_cpu_busy(s: &[Summary], workload: &str, target: Target) -> Option<f64>
 /// could show in this run.
 fn ping32_ceiling(s: &[Summary]) -> Option<String> {
     let w = "ping-32";
-    let haproxy = [Target::HaproxyTcp, Target::HaproxyInspect]
-        .into_iter()
-        .filter_map(|t| Some((t, get(s, w, t, "calls_per_s")?)))
-        .max_by(|a, b| a.1.total_cmp(&b.1))?
-        .0;
+    let (haproxy, _) = best_haproxy_target(s, w, "calls_per_s", true)?;
     let (p_busy, h_busy) = (
         server_cpu_busy(s, w, Target::Probegate)?,
         server_cpu_busy(s, w, haproxy)?,
@@ -89,8 +100,7 @@ fn ping32_ceiling(s: &[Summary]) -> Option<String> {
     if p_busy.min(h_busy) < SATURATED {
         return None;
     }
-    let h_cost = get(s, w, haproxy, "proxy_cpu_us_per_call")?
-        + get(s, w, haproxy, "backend_cpu_us_per_call")?;
+    let h_cost = server_cpu_per_call(s, w, haproxy)?;
     let floor = get(s, w, Target::Answerer, "proxy_cpu_us_per_call")?;
     let p_backend = get(s, w, Target::Probegate, "backend_cpu_us_per_call")?;
     Some(format!(

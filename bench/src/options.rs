@@ -113,12 +113,15 @@ pub enum Command {
     },
 }
 
-/// A number of seconds: finite and above zero (the bench bounds it further).
+/// The longest `--secs` (and `--window`, which the bench holds to 600).
+const MAX_SECONDS: f64 = 3600.0;
+
+/// A number of seconds: above zero and at most [`MAX_SECONDS`].
 fn seconds(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
-        Ok(secs) if secs.is_finite() && secs > 0.0 => Ok(secs),
+        Ok(secs) if secs > 0.0 && secs <= MAX_SECONDS => Ok(secs),
         Ok(secs) => Err(format!(
-            "{secs} is not a positive, finite number of seconds"
+            "{secs} is not a number of seconds above 0 and at most {MAX_SECONDS}"
         )),
         Err(e) => Err(format!("{text:?} is not a number of seconds: {e}")),
     }
@@ -158,9 +161,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn seconds_must_be_positive_and_finite() {
+    fn seconds_must_be_above_zero_and_bounded() {
         assert_eq!(seconds("2.5"), Ok(2.5));
-        for bad in ["NaN", "inf", "0", "-1", "soon"] {
+        assert_eq!(seconds("3600"), Ok(3600.0));
+        for bad in ["NaN", "inf", "0", "-1", "3601", "soon"] {
             let err = seconds(bad).expect_err(bad);
             assert!(err.contains("seconds"), "{bad}: {err}");
         }

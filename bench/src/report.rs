@@ -118,6 +118,14 @@ pub fn summarize(records: &[Record]) -> Vec<Summary> {
                 if reference.name() == s.target {
                     continue;
                 }
+                // The answerer forwards nothing: its speed is no proxy's,
+                // only its CPU per call is compared (as the floor).
+                let answerer = Target::Answerer.name();
+                if metric != "proxy_cpu_us_per_call"
+                    && (s.target == answerer || reference.name() == answerer)
+                {
+                    continue;
+                }
                 let key = (
                     s.workload.clone(),
                     reference.name().to_string(),
@@ -179,15 +187,6 @@ fn metric(s: &Summary, key: &str) -> String {
     fmt_spread(s.metrics.get(key))
 }
 
-/// calls/s against `reference`; none for the answerer, which forwards
-/// nothing, so its calls/s is no proxy's.
-fn speed_ratio(s: &Summary, reference: &str) -> String {
-    if s.target == Target::Answerer.name() {
-        return "-".to_string();
-    }
-    fmt_ratio(s.ratios.get(&format!("calls_per_s_vs_{reference}")))
-}
-
 fn columns(shape: Shape) -> Vec<Column> {
     match shape {
         Shape::Calls => vec![
@@ -208,9 +207,15 @@ fn columns(shape: Shape) -> Vec<Column> {
                     _ => "-".to_string(),
                 }
             }),
-            ("calls/s vs direct", |s| speed_ratio(s, "direct")),
-            ("vs haproxy-tcp", |s| speed_ratio(s, "haproxy-tcp")),
-            ("vs haproxy-inspect", |s| speed_ratio(s, "haproxy-inspect")),
+            ("calls/s vs direct", |s| {
+                fmt_ratio(s.ratios.get("calls_per_s_vs_direct"))
+            }),
+            ("vs haproxy-tcp", |s| {
+                fmt_ratio(s.ratios.get("calls_per_s_vs_haproxy-tcp"))
+            }),
+            ("vs haproxy-inspect", |s| {
+                fmt_ratio(s.ratios.get("calls_per_s_vs_haproxy-inspect"))
+            }),
             ("CPU vs haproxy-inspect", |s| {
                 fmt_ratio(s.ratios.get("proxy_cpu_us_per_call_vs_haproxy-inspect"))
             }),
@@ -386,6 +391,21 @@ mod tests {
         let t = table("ping-1", "one connection", &s.iter().collect::<Vec<_>>());
         assert!(t.contains("80.0 [60.0–100]"), "{t}");
         assert!(!t.contains("MB/s"), "empty columns are dropped: {t}");
+    }
+
+    #[test]
+    fn the_answerer_is_compared_by_cpu_only() {
+        let records = vec![
+            rec("direct", 0, 100.0, None),
+            rec("probegate", 0, 50.0, Some(20.0)),
+            rec("answerer", 0, 95.0, Some(10.0)),
+        ];
+        let s = summarize(&records);
+        let (pg, answerer) = (&s[1], &s[2]);
+        assert!((pg.ratios["proxy_cpu_us_per_call_vs_answerer"] - 2.0).abs() < 1e-9);
+        assert!(!pg.ratios.contains_key("calls_per_s_vs_answerer"));
+        assert!(!answerer.ratios.contains_key("calls_per_s_vs_direct"));
+        assert!((answerer.ratios["proxy_cpu_us_per_call_vs_probegate"] - 0.5).abs() < 1e-9);
     }
 
     #[test]

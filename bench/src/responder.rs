@@ -31,7 +31,7 @@ use crate::scrape::ACCEPTED;
 /// each through the uploader's `FramedWriteTransport` (the `thrift` crate's
 /// framed writer alone writes the length and the message separately, two
 /// segments per reply).
-const SOCKET_BUFFER: usize = 64 * 1024;
+pub(crate) const SOCKET_BUFFER: usize = 64 * 1024;
 
 /// How the responder uses its sockets, for the bench's output.
 pub fn describe_io() -> String {
@@ -120,7 +120,7 @@ fn serve(processor: &UploaderSyncProcessor<Handler>, stream: TcpStream) {
 }
 
 /// Any request on the admin port gets the counter page.
-pub(crate) fn answer_metrics(mut stream: TcpStream, accepted: u64) -> io::Result<()> {
+fn answer_metrics(mut stream: TcpStream, accepted: u64) -> io::Result<()> {
     stream.set_read_timeout(Some(ADMIN_TIMEOUT))?;
     stream.set_write_timeout(Some(ADMIN_TIMEOUT))?;
     let mut request = [0u8; 1024];

@@ -193,7 +193,6 @@ pub fn main(options: Options) -> Result<()> {
     ));
     notes.push(format!("client: {}", options.client_writes.describe()));
     notes.push(format!("responder: {}", responder::describe_io()));
-    notes.push(crate::deploy::ANSWERER_DESCRIPTION.to_string());
     notes.push(
         "disk: `sync` before each workload, so one workload's writeback does not load the next"
             .to_string(),
@@ -220,6 +219,13 @@ pub fn main(options: Options) -> Result<()> {
             .filter(|t| *t != Target::Probegate)
             .collect()
     };
+    let answerer_runs = targets.contains(&Target::Answerer)
+        && WORKLOADS
+            .iter()
+            .any(|w| w.answerer && options.wants_workload(w.name));
+    if answerer_runs {
+        notes.push(crate::deploy::ANSWERER_DESCRIPTION.to_string());
+    }
     if !uploader_bin.exists() {
         notes.push(format!(
             "uploader: workloads that need it are SKIPPED (no binary at {}; run `cargo build --release -p uploader`)",
@@ -354,7 +360,7 @@ fn external_load(
         Some(size) => Call::Upload(Arc::new(payload::png_of_size(size)?)),
         None => Call::Ping,
     };
-    let window = std::time::Duration::from_secs_f64(secs.clamp(0.1, 3600.0));
+    let window = std::time::Duration::from_secs_f64(secs);
     let warmup = std::time::Duration::from_millis(300);
     let outcome = crate::load::run(addr, clients, &call, writes, warmup, window, &mut NoHooks);
     let s = outcome.window.as_secs_f64();
@@ -378,7 +384,7 @@ fn external_load(
 
 fn external_storm(addr: SocketAddr, rate: u32, secs: f64) {
     let storm = probes::Storm::start(addr, rate, crate::measure::STORM_THREADS, false);
-    std::thread::sleep(std::time::Duration::from_secs_f64(secs.clamp(0.1, 3600.0)));
+    std::thread::sleep(std::time::Duration::from_secs_f64(secs));
     let outcome = storm.stop();
     println!(
         "{addr}: {} probes in {:.2} s = {:.0}/s (RST {}, FIN {}, HTTP {} of which {} answered 200), {} connects failed, {} missed the schedule",
