@@ -27,12 +27,12 @@ use uploader_idl::UploaderSyncProcessor;
 use crate::responder::{Handler, SOCKET_BUFFER};
 
 /// Read buffer per connection, as the responder's.
-const READ_BUFFER: usize = SOCKET_BUFFER;
+pub(crate) const READ_BUFFER: usize = SOCKET_BUFFER;
 /// Larger frames are refused (the connection is closed): the answerer serves
 /// the ping workloads, whose frames are a few dozen bytes.
 const MAX_FRAME: usize = 16 * 1024 * 1024;
 
-type Processor = UploaderSyncProcessor<Handler>;
+pub(crate) type Processor = UploaderSyncProcessor<Handler>;
 
 /// Binds a loopback port, prints the `listening` line and serves until the
 /// process is terminated. (No admin port: with no backend there is no
@@ -95,7 +95,7 @@ async fn connection(mut stream: TcpStream, processor: &Processor) -> io::Result<
 }
 
 /// Splits off the next complete frame's message, if `input` holds one.
-fn next_frame(input: &mut BytesMut) -> io::Result<Option<BytesMut>> {
+pub(crate) fn next_frame(input: &mut BytesMut) -> io::Result<Option<BytesMut>> {
     let Some(prefix) = input.get(..4) else {
         return Ok(None);
     };
@@ -114,7 +114,7 @@ fn next_frame(input: &mut BytesMut) -> io::Result<Option<BytesMut>> {
 }
 
 /// Processes one call and appends its framed reply (none for a oneway call).
-fn answer(processor: &Processor, call: &[u8], output: &mut Vec<u8>) -> io::Result<()> {
+pub(crate) fn answer(processor: &Processor, call: &[u8], output: &mut Vec<u8>) -> io::Result<()> {
     let start = output.len();
     output.extend_from_slice(&[0; 4]);
     {

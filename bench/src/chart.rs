@@ -16,6 +16,7 @@ const COLORS: [RGBColor; Target::ALL.len()] = [
     RGBColor(200, 80, 60),   // haproxy-inspect
     RGBColor(50, 110, 200),  // probegate
     RGBColor(110, 180, 110), // answerer
+    RGBColor(150, 110, 190), // answerer-uring
 ];
 
 /// One bar: target index, median, min, max, and the text shown above it.
@@ -64,11 +65,11 @@ fn relative_groups(summaries: &[Summary]) -> Vec<Group> {
             if base <= 0.0 {
                 return None;
             }
-            // The answerer has no backend: its calls/s is no proxy's.
+            // The answerers have no backend: their calls/s is no proxy's.
             let bars = Target::ALL
                 .iter()
                 .enumerate()
-                .filter(|(_, t)| **t != Target::Answerer)
+                .filter(|(_, t)| !t.answers_itself())
                 .filter_map(|(i, t)| {
                     let s: &Spread = find(summaries, &w, *t)?.metrics.get(key)?;
                     let r = s.median / base;

@@ -34,15 +34,19 @@ pub enum Target {
     /// (answerer.rs), the reference floor of a proxy's CPU per call. Ping
     /// workloads only.
     Answerer,
+    /// The same answers on io_uring (answerer_uring.rs): the floor on a
+    /// runtime with fewer system calls per reply.
+    AnswererUring,
 }
 
 impl Target {
-    pub const ALL: [Target; 5] = [
+    pub const ALL: [Target; 6] = [
         Target::Direct,
         Target::HaproxyTcp,
         Target::HaproxyInspect,
         Target::Probegate,
         Target::Answerer,
+        Target::AnswererUring,
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,7 +56,14 @@ impl Target {
             Target::HaproxyInspect => "haproxy-inspect",
             Target::Probegate => "probegate",
             Target::Answerer => "answerer",
+            Target::AnswererUring => "answerer-uring",
         }
+    }
+
+    /// Whether it answers calls itself, with no backend: its speed is no
+    /// proxy's, only its CPU per call means something (as a floor).
+    pub fn answers_itself(self) -> bool {
+        matches!(self, Target::Answerer | Target::AnswererUring)
     }
 
     /// Whether its "proxy" CPU is measured: the proxies', and the answerer's
@@ -62,8 +73,9 @@ impl Target {
     }
 }
 
-/// What the answerer target is, for the bench's output.
+/// What the answerer targets are, for the bench's output.
 pub const ANSWERER_DESCRIPTION: &str = "answerer: no backend; probegate's runtime (tokio over epoll, pinned like the proxies) answers each call itself, so its CPU per call is what a proxy's client side alone costs on this runtime, the reference floor of the CPU verdicts (ping workloads only)";
+pub const ANSWERER_URING_DESCRIPTION: &str = "answerer-uring: the answerer's work on one io_uring (multishot accept and receive into provided buffers, one submission for many replies), pinned alike: the floor on a runtime with fewer system calls per reply";
 
 /// Which backend a workload needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,8 +151,8 @@ impl Deployment {
         backend_kind: Backend,
         first_byte: Duration,
     ) -> Result<Deployment> {
-        if target == Target::Answerer {
-            let (answerer, addr) = start_answerer(env)?;
+        if target.answers_itself() {
+            let (answerer, addr) = start_answerer(env, target)?;
             return Ok(Deployment {
                 target,
                 backend_kind,
@@ -154,7 +166,9 @@ impl Deployment {
         let (backend, thrift, metrics, storage) = start_backend(env, backend_kind)?;
         let (proxy, addr) = match target {
             Target::Direct => (None, thrift),
-            Target::Answerer => unreachable!("started above, without a backend"),
+            Target::Answerer | Target::AnswererUring => {
+                unreachable!("started above, without a backend")
+            }
             Target::HaproxyTcp | Target::HaproxyInspect => {
                 let mode = if target == Target::HaproxyTcp {
                     haproxy::Mode::Tcp
@@ -263,11 +277,14 @@ fn start_backend(env: &Env, kind: Backend) -> Result<Started> {
     }
 }
 
-/// The answerer and the address it answers on.
-fn start_answerer(env: &Env) -> Result<(Server, SocketAddr)> {
-    let name = env.next_name("answerer");
+/// One of the answerers and the address it answers on.
+fn start_answerer(env: &Env, target: Target) -> Result<(Server, SocketAddr)> {
+    let name = env.next_name(target.name());
     let mut command = env.machine.server_command(&env.bench_exe);
     command.arg("answerer");
+    if target == Target::AnswererUring {
+        command.arg("--io-uring");
+    }
     let answerer = Server::start(&name, command, &log_path(&env.work_dir, &name))?;
     match answerer.addr("thrift") {
         Ok(addr) => Ok((answerer, addr)),

@@ -48,25 +48,26 @@ fn verdict(ok: bool) -> &'static str {
     }
 }
 
-/// The reference floor of a proxy's CPU per call in `workload` on
-/// probegate's runtime, from the `answerer` target measured in this run
-/// (answerer.rs: the client side alone, no backend), and how it was
-/// reckoned. With 32 connections calls to the backend can share system
-/// calls, so the floor is the client side alone, as measured; with one,
-/// every call also costs a receive, a send and a wake-up on the backend
-/// side, which is taken to cost as much again (an estimate: twice the
-/// measurement).
-fn floor(s: &[Summary], workload: &str) -> Option<(f64, String)> {
-    let client_side = get(s, workload, Target::Answerer, "proxy_cpu_us_per_call")?;
+/// The reference floor of a proxy's CPU per call in `workload`, from an
+/// answerer target measured in this run (`Target::Answerer` on probegate's
+/// runtime, `Target::AnswererUring` on io_uring: the client side alone, no
+/// backend), and how it was reckoned. With 32 connections calls to the
+/// backend can share system calls, so the floor is the client side alone,
+/// as measured; with one, every call also costs a receive, a send and a
+/// wake-up on the backend side, which is taken to cost as much again (an
+/// estimate: twice the measurement).
+fn floor(s: &[Summary], workload: &str, answerer: Target) -> Option<(f64, String)> {
+    let client_side = get(s, workload, answerer, "proxy_cpu_us_per_call")?;
+    let name = answerer.name();
     Some(if workload == "ping-1" {
         (
             2.0 * client_side,
-            format!("estimated as twice the answerer's {client_side:.1} µs, one side each"),
+            format!("estimated as twice the {name}'s {client_side:.1} µs, one side each"),
         )
     } else {
         (
             client_side,
-            "the answerer's, the client side without any backend".to_string(),
+            format!("the {name}'s, the client side without any backend"),
         )
     })
 }
@@ -89,7 +90,8 @@ fn server_cpu_busy(s: &[Summary], workload: &str, target: Target) -> Option<f64>
 /// faster configuration, calls/s is the inverse of proxy + backend CPU per
 /// call, and the ratio a proxy costing only the answerer's CPU would reach
 /// (with probegate's backend cost) bounds what a proxy on this runtime
-/// could show in this run.
+/// could show in this run; the io_uring answerer's, what one on io_uring
+/// could.
 fn ping32_ceiling(s: &[Summary]) -> Option<String> {
     let w = "ping-32";
     let (haproxy, _) = best_haproxy_target(s, w, "calls_per_s", true)?;
@@ -101,13 +103,18 @@ fn ping32_ceiling(s: &[Summary]) -> Option<String> {
         return None;
     }
     let h_cost = server_cpu_per_call(s, w, haproxy)?;
-    let floor = get(s, w, Target::Answerer, "proxy_cpu_us_per_call")?;
     let p_backend = get(s, w, Target::Probegate, "backend_cpu_us_per_call")?;
+    let reach = |answerer| {
+        get(s, w, answerer, "proxy_cpu_us_per_call").map(|floor| h_cost / (floor + p_backend))
+    };
+    let uring = reach(Target::AnswererUring)
+        .map(|r| format!(", one costing only the io_uring answerer's {r:.2}×"))
+        .unwrap_or_default();
     Some(format!(
-        "; the server CPU was {:.0} % busy behind probegate and {:.0} % behind HAProxy, so calls/s is the inverse of proxy + backend CPU per call: a proxy costing only the answerer's CPU would reach {:.2}×",
+        "; the server CPU was {:.0} % busy behind probegate and {:.0} % behind HAProxy, so calls/s is the inverse of proxy + backend CPU per call: a proxy costing only the answerer's CPU would reach {:.2}×{uring}",
         100.0 * p_busy,
         100.0 * h_busy,
-        h_cost / (floor + p_backend)
+        reach(Target::Answerer)?
     ))
 }
 
@@ -158,7 +165,7 @@ pub fn check(s: &[Summary]) -> Vec<String> {
             get(s, w, pg, "proxy_cpu_us_per_call"),
             best_haproxy(s, w, "proxy_cpu_us_per_call", false),
         ) {
-            let floor = floor(s, w)
+            let runtime = floor(s, w, Target::Answerer)
                 .map(|(floor, why)| {
                     format!(
                         "; reference floor on this runtime: {why} = {floor:.1} µs = {:.2}× HAProxy's best, probegate {:.2}× the floor",
@@ -167,8 +174,16 @@ pub fn check(s: &[Summary]) -> Vec<String> {
                     )
                 })
                 .unwrap_or_default();
+            let uring = floor(s, w, Target::AnswererUring)
+                .map(|(floor, why)| {
+                    format!(
+                        "; on io_uring: {why} = {floor:.1} µs = {:.2}× HAProxy's best",
+                        floor / h
+                    )
+                })
+                .unwrap_or_default();
             out.push(format!(
-                "{} {w} proxy CPU/call: probegate {p:.1} µs = {:.2}× HAProxy's best {h:.1} µs (goal ≤ 0.5×){floor}",
+                "{} {w} proxy CPU/call: probegate {p:.1} µs = {:.2}× HAProxy's best {h:.1} µs (goal ≤ 0.5×){runtime}{uring}",
                 verdict(p <= 0.5 * h),
                 p / h
             ));
@@ -338,6 +353,22 @@ mod tests {
             !line(&without, "ping-32 proxy CPU/call").contains("floor"),
             "no floor without the answerer target: {without:?}"
         );
+        assert!(
+            !many.contains("io_uring"),
+            "no io_uring floor without its answerer: {many}"
+        );
+        let mut both = cpu("ping-1", 20.0, 19.0, 8.0).to_vec();
+        both.push(summary(
+            "ping-1",
+            Target::AnswererUring,
+            &[("proxy_cpu_us_per_call", 7.5)],
+        ));
+        let both = check(&both);
+        let both = line(&both, "ping-1 proxy CPU/call");
+        assert!(
+            both.contains("probegate 1.19× the floor; on io_uring: estimated as twice the answerer-uring's 7.5 µs, one side each = 15.0 µs = 0.75× HAProxy's best"),
+            "{both}"
+        );
     }
 
     #[test]
@@ -363,14 +394,20 @@ mod tests {
                     Target::Answerer,
                     &[("proxy_cpu_us_per_call", 12.0)],
                 ),
+                summary(
+                    "ping-32",
+                    Target::AnswererUring,
+                    &[("proxy_cpu_us_per_call", 10.0)],
+                ),
             ]
         };
-        // 38k x 26 us = 98.8 % and 57k x 17.5 us = 99.75 %: (17 + 9) / (12 + 5).
+        // 38k x 26 us = 98.8 % and 57k x 17.5 us = 99.75 %: (17 + 9) / (12 + 5),
+        // and (17 + 9) / (10 + 5) on io_uring.
         let saturated = check(&run(57_000.0));
         let calls = line(&saturated, "ping-32 calls/s");
         assert!(
             calls.contains("100 % busy behind probegate and 99 % behind HAProxy")
-                && calls.contains("costing only the answerer's CPU would reach 1.53×"),
+                && calls.contains("costing only the answerer's CPU would reach 1.53×, one costing only the io_uring answerer's 1.73×"),
             "{calls}"
         );
         // 40k x 17.5 us = 70 %: not CPU-bound, no ceiling claimed.

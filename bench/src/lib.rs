@@ -16,8 +16,10 @@
 //! - `responder`: the minimal in-bench Thrift backend (no storage), run as a
 //!   pinned child process of this binary.
 //! - `haproxy`: HAProxy's generated configurations and its process.
-//! - `deploy`: one target (direct / haproxy-tcp / haproxy-inspect / probegate)
-//!   with its own backend.
+//! - `answerer`, `answerer_uring`, `uring_buffers`: the reference floors, a
+//!   server answering pings itself on tokio over epoll and on io_uring.
+//! - `deploy`: one target (direct / haproxy-tcp / haproxy-inspect / probegate
+//!   / the two answerers) with its own backend.
 //! - `client`: a blocking Thrift client over one TCP connection.
 //! - `scrape`: reading `uploader_connections_accepted_total` from a backend.
 //! - `load`: closed-loop `ping`/`upload` runs measured over a window.
@@ -32,9 +34,13 @@
 //! - `measure`: one measurement of one target, as a record of metrics.
 //! - `run`: the orchestration of workloads, repetitions and targets.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod answerer;
+// io_uring's submissions hand the kernel raw buffer pointers: the unsafe
+// code of this crate is in these two modules.
+#[allow(unsafe_code)]
+pub mod answerer_uring;
 pub mod chart;
 pub mod child;
 pub mod client;
@@ -55,3 +61,5 @@ pub mod responder;
 pub mod run;
 pub mod scrape;
 pub mod stats;
+#[allow(unsafe_code)]
+pub mod uring_buffers;

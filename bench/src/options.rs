@@ -30,7 +30,7 @@ pub struct Options {
     #[arg(long, default_value_t = 10_000)]
     pub idle_clients: usize,
     /// Only these targets (comma separated): direct, haproxy-tcp,
-    /// haproxy-inspect, probegate.
+    /// haproxy-inspect, probegate, answerer, answerer-uring.
     #[arg(long, value_delimiter = ',')]
     pub targets: Vec<String>,
     /// Only these workloads (comma separated): ping-1, ping-32, ping-32-w10,
@@ -74,7 +74,12 @@ pub enum Command {
     },
     /// The `answerer` target: answers every call itself on probegate's runtime,
     /// with no backend (what a proxy's client side alone costs).
-    Answerer,
+    Answerer {
+        /// Run on one io_uring instead of tokio over epoll (the
+        /// `answerer-uring` target).
+        #[arg(long)]
+        io_uring: bool,
+    },
     /// Drive closed-loop load at an already running server (for profiling a
     /// proxy under valgrind, say) and print what it measured.
     Load {

@@ -118,11 +118,15 @@ pub fn summarize(records: &[Record]) -> Vec<Summary> {
                 if reference.name() == s.target {
                     continue;
                 }
-                // The answerer forwards nothing: its speed is no proxy's,
-                // only its CPU per call is compared (as the floor).
-                let answerer = Target::Answerer.name();
+                // The answerers forward nothing: their speed is no proxy's,
+                // only their CPU per call is compared (as floors).
+                let answers_itself = |name: &str| {
+                    Target::ALL
+                        .iter()
+                        .any(|t| t.answers_itself() && t.name() == name)
+                };
                 if metric != "proxy_cpu_us_per_call"
-                    && (s.target == answerer || reference.name() == answerer)
+                    && (answers_itself(&s.target) || reference.answers_itself())
                 {
                     continue;
                 }
@@ -221,6 +225,9 @@ fn columns(shape: Shape) -> Vec<Column> {
             }),
             ("CPU vs answerer", |s| {
                 fmt_ratio(s.ratios.get("proxy_cpu_us_per_call_vs_answerer"))
+            }),
+            ("CPU vs answerer-uring", |s| {
+                fmt_ratio(s.ratios.get("proxy_cpu_us_per_call_vs_answerer-uring"))
             }),
         ],
         Shape::Storm => vec![
@@ -394,18 +401,24 @@ mod tests {
     }
 
     #[test]
-    fn the_answerer_is_compared_by_cpu_only() {
+    fn the_answerers_are_compared_by_cpu_only() {
         let records = vec![
             rec("direct", 0, 100.0, None),
             rec("probegate", 0, 50.0, Some(20.0)),
             rec("answerer", 0, 95.0, Some(10.0)),
+            rec("answerer-uring", 0, 97.0, Some(8.0)),
         ];
         let s = summarize(&records);
-        let (pg, answerer) = (&s[1], &s[2]);
+        let (pg, answerer, uring) = (&s[1], &s[2], &s[3]);
         assert!((pg.ratios["proxy_cpu_us_per_call_vs_answerer"] - 2.0).abs() < 1e-9);
+        assert!((pg.ratios["proxy_cpu_us_per_call_vs_answerer-uring"] - 2.5).abs() < 1e-9);
         assert!(!pg.ratios.contains_key("calls_per_s_vs_answerer"));
+        assert!(!pg.ratios.contains_key("calls_per_s_vs_answerer-uring"));
         assert!(!answerer.ratios.contains_key("calls_per_s_vs_direct"));
+        assert!(!uring.ratios.contains_key("calls_per_s_vs_direct"));
+        assert!(!uring.ratios.contains_key("calls_per_s_vs_answerer"));
         assert!((answerer.ratios["proxy_cpu_us_per_call_vs_probegate"] - 0.5).abs() < 1e-9);
+        assert!((uring.ratios["proxy_cpu_us_per_call_vs_answerer"] - 0.8).abs() < 1e-9);
     }
 
     #[test]

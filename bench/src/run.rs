@@ -20,7 +20,7 @@ use crate::machine::Machine;
 use crate::measure::{calls_rep, idle_rep, incident_rep};
 use crate::options::{Command as Role, Options};
 use crate::report::{self, Record};
-use crate::{answerer, chart, goals, haproxy, payload, probes, responder};
+use crate::{answerer, answerer_uring, chart, goals, haproxy, payload, probes, responder};
 
 /// What a workload does.
 #[derive(Debug, Clone, Copy)]
@@ -136,10 +136,32 @@ const WORKLOADS: [Workload; 9] = [
     },
 ];
 
+/// Refuses a `--targets` or `--workloads` name that matches nothing, which
+/// would otherwise leave a run measuring less than asked without a word.
+fn check_filters(options: &Options) -> Result<()> {
+    let targets: Vec<&str> = Target::ALL.iter().map(|t| t.name()).collect();
+    let workloads: Vec<&str> = WORKLOADS.iter().map(|w| w.name).collect();
+    for (flag, asked, known) in [
+        ("--targets", &options.targets, &targets),
+        ("--workloads", &options.workloads, &workloads),
+    ] {
+        if let Some(unknown) = asked.iter().find(|a| !known.contains(&a.as_str())) {
+            anyhow::bail!(
+                "{flag}: no such name {unknown:?}; the names are {}",
+                known.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
 pub fn main(options: Options) -> Result<()> {
     match &options.command {
         Some(Role::Responder { workers }) => return responder::run(*workers).context("responder"),
-        Some(Role::Answerer) => return answerer::run().context("answerer"),
+        Some(Role::Answerer { io_uring: false }) => return answerer::run().context("answerer"),
+        Some(Role::Answerer { io_uring: true }) => {
+            return answerer_uring::run().context("answerer-uring");
+        }
         Some(Role::Report { jsonl, svg }) => return rereport(jsonl, svg.as_deref()),
         Some(Role::Load {
             addr,
@@ -153,6 +175,7 @@ pub fn main(options: Options) -> Result<()> {
         }
         None => {}
     }
+    check_filters(&options)?;
     let root = workspace_root();
     let out = options
         .out
@@ -219,12 +242,19 @@ pub fn main(options: Options) -> Result<()> {
             .filter(|t| *t != Target::Probegate)
             .collect()
     };
-    let answerer_runs = targets.contains(&Target::Answerer)
-        && WORKLOADS
-            .iter()
-            .any(|w| w.answerer && options.wants_workload(w.name));
-    if answerer_runs {
-        notes.push(crate::deploy::ANSWERER_DESCRIPTION.to_string());
+    let answerers_run = WORKLOADS
+        .iter()
+        .any(|w| w.answerer && options.wants_workload(w.name));
+    for (target, description) in [
+        (Target::Answerer, crate::deploy::ANSWERER_DESCRIPTION),
+        (
+            Target::AnswererUring,
+            crate::deploy::ANSWERER_URING_DESCRIPTION,
+        ),
+    ] {
+        if answerers_run && targets.contains(&target) {
+            notes.push(description.to_string());
+        }
     }
     if !uploader_bin.exists() {
         notes.push(format!(
@@ -258,7 +288,7 @@ pub fn main(options: Options) -> Result<()> {
         let mut deployments = Vec::new();
         for &t in targets
             .iter()
-            .filter(|t| workload.answerer || **t != Target::Answerer)
+            .filter(|t| workload.answerer || !t.answers_itself())
         {
             match Deployment::start(&env, t, workload.backend, workload.first_byte) {
                 Ok(d) => deployments.push(d),
@@ -578,4 +608,33 @@ fn baseline(earlier: &[Record], target: Target, key: &str) -> Option<f64> {
         .filter_map(|r| r.metrics.get(key).copied())
         .collect();
     crate::stats::Spread::of(&values).map(|s| s.median)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn unknown_target_or_workload_names_are_refused_with_the_known_ones() {
+        let parse = |args: &[&str]| {
+            let options =
+                Options::try_parse_from([&["probegate-bench"], args].concat()).expect("parses");
+            check_filters(&options).map_err(|e| e.to_string())
+        };
+        assert!(parse(&["--targets", "probegate,answerer-uring"]).is_ok());
+        assert!(parse(&["--workloads", "ping-1,incident"]).is_ok());
+        let target = parse(&["--targets", "probegate,haproxy"]).expect_err("no such target");
+        assert!(
+            target.contains("--targets: no such name \"haproxy\"")
+                && target.contains("haproxy-inspect, probegate, answerer, answerer-uring"),
+            "{target}"
+        );
+        let workload = parse(&["--workloads", "ping-64"]).expect_err("no such workload");
+        assert!(
+            workload.contains("--workloads: no such name \"ping-64\"")
+                && workload.contains("ping-32-w10"),
+            "{workload}"
+        );
+    }
 }
