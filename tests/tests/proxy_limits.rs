@@ -7,7 +7,9 @@
 //! connections are refused (accepted and closed at once) and counted, and
 //! served again once a place frees up. `probegate check-config` and
 //! `probegate --config` on good and bad files: "ok ..." and exit 0, or exit
-//! 64 naming the key and the value before anything is bound.
+//! 64 naming the key and the value before anything is bound. And the limit
+//! no config sets: out of file descriptors, probegate pauses accepting
+//! instead of spinning, and serves again once descriptors free up.
 
 use std::io::{ErrorKind, Read};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -208,6 +210,82 @@ fn past_max_client_connections_new_connections_are_refused_and_counted() {
         active_thrift(admin) == (MAX - 1) as f64
     });
     assert_eq!(client().ping().expect("served again"), "pong");
+}
+
+/// CPU time (utime + stime) of process `pid`, in clock ticks (USER_HZ,
+/// 100 per second on Linux).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th of the whole line.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+#[test]
+fn out_of_descriptors_accepting_pauses_instead_of_spinning_and_recovers() {
+    let backend = Uploader::start(UploaderConfig::new().workers(2));
+    let proxy = Probegate::start(
+        ProbegateConfig::new()
+            .backend(backend.thrift_addr(), 2)
+            .set("limits.max_connections_per_source", 1000)
+            .set("timeouts.first_byte", "30s"),
+    );
+    proxy.wait_backends_up(&[backend.thrift_addr()], PROMPT);
+    let (public, pid) = (proxy.public_addr(), proxy.pid());
+
+    // A few descriptors more than probegate holds now.
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fd dir")
+        .count() as u64;
+    let (mut soft, mut hard) = (0, 0);
+    rlimit::prlimit(
+        pid as i32,
+        rlimit::Resource::NOFILE,
+        None,
+        Some((&mut soft, &mut hard)),
+    )
+    .expect("read probegate's descriptor limit");
+    assert!(soft > open + 4, "already nearly out: {open} open of {soft}");
+    rlimit::prlimit(
+        pid as i32,
+        rlimit::Resource::NOFILE,
+        Some((open + 4, hard)),
+        None,
+    )
+    .expect("lower probegate's descriptor limit");
+
+    // Silent clients: the first few are accepted and held, the rest wait in
+    // the backlog while accept fails with EMFILE.
+    let silent: Vec<TcpStream> = (0..16)
+        .map(|_| TcpStream::connect(public).expect("connect (the kernel completes it)"))
+        .collect();
+    wait_until(PROMPT, "probegate to run out of descriptors", || {
+        proxy.stderr().contains("accept failed; pausing 50 ms")
+    });
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = cpu_ticks(pid) - before;
+    // Spinning on the waiting connection would take the whole second.
+    assert!(
+        spent < 50,
+        "probegate used {spent} ticks of CPU in 1 s while out of descriptors"
+    );
+
+    // The clients leave; the limit stays as low as it was.
+    drop(silent);
+    proxy.wait_backends_up(&[backend.thrift_addr()], PROMPT);
+    wait_until(
+        PROMPT,
+        "a call through probegate to be answered again",
+        || {
+            try_client_from("127.0.0.1", public)
+                .map_err(|e| e.to_string())
+                .and_then(|mut c| c.ping().map_err(|e| e.to_string()))
+                .is_ok_and(|pong| pong == "pong")
+        },
+    );
 }
 
 /// Runs `probegate check-config FILE` on `text`.
