@@ -5,14 +5,17 @@
 //! `probegate` in front of it, with the configs in `config/`. It exists so
 //! that a new user needs one command and nothing but the Rust toolchain; it
 //! builds both binaries, starts them, prints where everything listens and how
-//! to try it, and stops both when either exits or on Ctrl-C.
+//! to try it, and stops both when either exits, on Ctrl-C, and when the
+//! stack itself is told to stop (SIGTERM, SIGINT or SIGHUP sent to its
+//! process alone, as a supervisor or `kill PID` does).
 
 #![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -76,6 +79,8 @@ fn stack(args: &[String]) -> Result<()> {
     let bin_dir = root
         .join("target")
         .join(if release { "release" } else { "debug" });
+    // Before any server starts, so that no signal can leave one orphaned.
+    let stop = stop_on_signals()?;
 
     let uploader = start(
         "uploader",
@@ -97,14 +102,40 @@ fn stack(args: &[String]) -> Result<()> {
         }
     }
     print_banner(&servers);
-    let exited = wait_for_first_exit(&mut servers);
+    let exited = wait_for_first_exit(&mut servers, &stop);
     stop_all(&mut servers);
     match exited {
         // Ctrl-C reaches the whole foreground process group: both servers
         // exit 0 on SIGINT, and that is a clean stop.
-        Some((name, status)) if !status.success() => bail!("{name} exited with {status}"),
+        Exit::Server(name, status) if !status.success() => bail!("{name} exited with {status}"),
         _ => Ok(()),
     }
+}
+
+/// A flag raised by SIGTERM, SIGINT or SIGHUP, which then no longer end
+/// this process at once: it stops the servers first.
+fn stop_on_signals() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .with_context(|| format!("installing a handler for signal {signal}"))?;
+    }
+    Ok(stop)
+}
+
+/// Why the stack stops.
+#[derive(Debug)]
+enum Exit {
+    /// This server exited first, so.
+    Server(&'static str, std::process::ExitStatus),
+    /// The stack was told to stop.
+    Signal,
+    /// A server's state could not be read.
+    Unknown,
 }
 
 /// Spawns a server and waits (bounded) for its `listening` line on stdout;
@@ -168,15 +199,18 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     line.split_whitespace().find_map(|w| w.strip_prefix(key))
 }
 
-/// Blocks until one of the servers exits, returning which and how.
-fn wait_for_first_exit(servers: &mut [Server]) -> Option<(&'static str, std::process::ExitStatus)> {
+/// Blocks until one of the servers exits or `stop` is raised.
+fn wait_for_first_exit(servers: &mut [Server], stop: &AtomicBool) -> Exit {
     loop {
         for server in servers.iter_mut() {
             match server.child.try_wait() {
-                Ok(Some(status)) => return Some((server.name, status)),
+                Ok(Some(status)) => return Exit::Server(server.name, status),
                 Ok(None) => {}
-                Err(_) => return None,
+                Err(_) => return Exit::Unknown,
             }
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Exit::Signal;
         }
         thread::sleep(Duration::from_millis(100));
     }
@@ -205,6 +239,34 @@ fn stop_all(servers: &mut [Server]) {
                 break;
             }
             thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sleeper(name: &'static str) -> Server {
+        Server {
+            name,
+            child: Command::new("sleep").arg("30").spawn().expect("sleep"),
+            listening: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_signal_to_the_stack_alone_stops_every_server() {
+        let stop = stop_on_signals().expect("handlers");
+        let mut servers = vec![sleeper("uploader"), sleeper("probegate")];
+        // What `kill PID` does to the stack: its servers do not get it.
+        signal_hook::low_level::raise(signal_hook::consts::SIGTERM).expect("raise");
+        let exit = wait_for_first_exit(&mut servers, &stop);
+        assert!(matches!(exit, Exit::Signal), "{exit:?}");
+        stop_all(&mut servers);
+        for server in &mut servers {
+            let status = server.child.try_wait().expect("wait");
+            assert!(status.is_some(), "{} still running", server.name);
         }
     }
 }
