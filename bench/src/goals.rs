@@ -233,7 +233,7 @@ pub fn check(s: &[Summary]) -> Vec<String> {
         let sent = get(s, "probe-storm", pg, "probes_sent").unwrap_or(0.0);
         out.push(match over {
             Some(over) => format!(
-                "{} probe storm: {conns:.0} backend connections accepted through probegate while {sent:.0} probes arrived, {over:.0} more than the same window without probes (goal: 0 probe connections)",
+                "{} probe storm: {conns:.0} backend connections accepted through probegate while {sent:.0} probes arrived, {over:.0} more than the most in a window without probes (goal: 0 probe connections)",
                 verdict(over <= 0.0)
             ),
             // probegate's own connections (pool, health checks) also land

@@ -17,11 +17,11 @@ pub struct Options {
     #[arg(long)]
     pub quick: bool,
     /// Repetitions of each workload (default: 1 with --quick, 3 otherwise).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub reps: Option<u32>,
-    /// Seconds of measurement per workload, target and repetition
-    /// (default: 2 with --quick, 5 otherwise).
-    #[arg(long, value_parser = seconds)]
+    /// Seconds of measurement per workload, target and repetition, from 0.2
+    /// to 600 (default: 2 with --quick, 5 otherwise).
+    #[arg(long, value_parser = window_seconds)]
     pub window: Option<f64>,
     /// Probes per second in the probe storm (RST, FIN and HTTP in turn).
     #[arg(long, default_value_t = 5000)]
@@ -118,8 +118,11 @@ pub enum Command {
     },
 }
 
-/// The longest `--secs` (and `--window`, which the bench holds to 600).
+/// The longest `--secs`.
 const MAX_SECONDS: f64 = 3600.0;
+/// The shortest and longest `--window`: shorter ones measure too few calls
+/// to mean anything, and a full run has dozens of windows.
+const WINDOW_SECONDS: (f64, f64) = (0.2, 600.0);
 
 /// A number of seconds: above zero and at most [`MAX_SECONDS`].
 fn seconds(text: &str) -> Result<f64, String> {
@@ -132,14 +135,24 @@ fn seconds(text: &str) -> Result<f64, String> {
     }
 }
 
+/// A measurement window in seconds, within [`WINDOW_SECONDS`].
+fn window_seconds(text: &str) -> Result<f64, String> {
+    let (shortest, longest) = WINDOW_SECONDS;
+    match seconds(text)? {
+        secs if (shortest..=longest).contains(&secs) => Ok(secs),
+        secs => Err(format!(
+            "a window of {secs} s is outside {shortest}–{longest} s"
+        )),
+    }
+}
+
 impl Options {
     pub fn reps(&self) -> u32 {
-        self.reps.unwrap_or(if self.quick { 1 } else { 3 }).max(1)
+        self.reps.unwrap_or(if self.quick { 1 } else { 3 })
     }
 
     pub fn window(&self) -> Duration {
-        let secs = self.window.unwrap_or(if self.quick { 2.0 } else { 5.0 });
-        Duration::from_secs_f64(secs.clamp(0.2, 600.0))
+        Duration::from_secs_f64(self.window.unwrap_or(if self.quick { 2.0 } else { 5.0 }))
     }
 
     /// The incident replay's length: long enough for several probe rounds
@@ -173,5 +186,33 @@ mod tests {
             let err = seconds(bad).expect_err(bad);
             assert!(err.contains("seconds"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn windows_and_repetitions_out_of_range_are_refused_not_clamped() {
+        assert_eq!(window_seconds("0.2"), Ok(0.2));
+        assert_eq!(window_seconds("600"), Ok(600.0));
+        for bad in ["0.1", "601", "NaN"] {
+            let err = window_seconds(bad).expect_err(bad);
+            assert!(err.contains(bad) || err.contains("NaN"), "{bad}: {err}");
+        }
+        let parse = |args: &[&str]| Options::try_parse_from([&["probegate-bench"], args].concat());
+        let window = parse(&["--window", "0.05"])
+            .expect_err("too short")
+            .to_string();
+        assert!(
+            window.contains("a window of 0.05 s is outside 0.2–600 s"),
+            "{window}"
+        );
+        let reps = parse(&["--reps", "0"])
+            .expect_err("no repetitions")
+            .to_string();
+        assert!(reps.contains("--reps"), "{reps}");
+        assert_eq!(
+            parse(&["--reps", "2", "--window", "1.5"])
+                .expect("fine")
+                .reps(),
+            2
+        );
     }
 }

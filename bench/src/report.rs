@@ -235,7 +235,7 @@ fn columns(shape: Shape) -> Vec<Column> {
             ("backend conns in window", |s| {
                 metric(s, "backend_conns_accepted")
             }),
-            ("over no-storm", |s| {
+            ("over most without storm", |s| {
                 metric(s, "backend_conns_over_no_storm")
             }),
             ("HTTP probes 200", |s| metric(s, "http_probe_ok")),

@@ -574,15 +574,20 @@ fn run_workload(
                         &call,
                         Some(options.probe_rate),
                     );
-                    if let Some(base) = baseline(earlier, d.target, "p99_us") {
+                    if let Some(base) = baseline(earlier, d.target, "p99_us").map(|s| s.median) {
                         if let Some(p99) = r.metrics.get("p99_us").copied() {
                             r.metrics.insert("p99_vs_no_storm".to_string(), p99 / base);
                         }
                     }
-                    // The proxy's own new backend connections (pool growth,
-                    // health checks) happen without a storm too; what the
-                    // storm adds is what probes brought to the backend.
-                    if let Some(base) = baseline(earlier, d.target, "backend_conns_accepted") {
+                    // The proxy's own new backend connections happen without
+                    // a storm too: probegate opens a second pooled
+                    // connection when a health check finds the first one
+                    // busy, and again after `pool_idle` closed it, so a
+                    // window of ping-1 sees 0 or 1. What the storm adds
+                    // beyond the most seen without it is what probes
+                    // brought to the backend.
+                    let most = baseline(earlier, d.target, "backend_conns_accepted").map(|s| s.max);
+                    if let Some(base) = most {
                         if let Some(conns) = r.metrics.get("backend_conns_accepted").copied() {
                             r.metrics
                                 .insert("backend_conns_over_no_storm".to_string(), conns - base);
@@ -599,15 +604,15 @@ fn run_workload(
     Ok(records)
 }
 
-/// The median of `key` in `ping-1` on the same target earlier in this run:
+/// The spread of `key` in `ping-1` on the same target earlier in this run:
 /// the probe storm's no-storm baseline.
-fn baseline(earlier: &[Record], target: Target, key: &str) -> Option<f64> {
+fn baseline(earlier: &[Record], target: Target, key: &str) -> Option<crate::stats::Spread> {
     let values: Vec<f64> = earlier
         .iter()
         .filter(|r| r.workload == "ping-1" && r.target == target.name())
         .filter_map(|r| r.metrics.get(key).copied())
         .collect();
-    crate::stats::Spread::of(&values).map(|s| s.median)
+    crate::stats::Spread::of(&values)
 }
 
 #[cfg(test)]
