@@ -48,6 +48,10 @@ pub struct Summary {
     pub metrics: BTreeMap<String, Spread>,
     /// `<metric>_vs_<target>`: this target's median over that target's.
     pub ratios: BTreeMap<String, f64>,
+    /// Each metric's value in each repetition, for comparisons of targets
+    /// measured back to back in the same repetition (goals.rs).
+    #[serde(skip)]
+    pub by_rep: BTreeMap<String, BTreeMap<u32, f64>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
 }
@@ -77,10 +81,12 @@ pub fn summarize(records: &[Record]) -> Vec<Summary> {
         .map(|key| {
             let reps = &groups[key];
             let mut values: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+            let mut by_rep: BTreeMap<String, BTreeMap<u32, f64>> = BTreeMap::new();
             let mut notes = Vec::new();
             for r in reps {
                 for (k, v) in &r.metrics {
                     values.entry(k.clone()).or_default().push(*v);
+                    by_rep.entry(k.clone()).or_default().insert(r.rep, *v);
                 }
                 for n in &r.notes {
                     if !notes.contains(n) {
@@ -97,6 +103,7 @@ pub fn summarize(records: &[Record]) -> Vec<Summary> {
                     .filter_map(|(k, v)| Spread::of(&v).map(|s| (k, s)))
                     .collect(),
                 ratios: BTreeMap::new(),
+                by_rep,
                 notes,
             }
         })
