@@ -243,7 +243,7 @@ pub fn draw(path: &Path, summaries: &[Summary], subtitle: &str) -> Result<(), St
     )?;
     panel(
         &areas[1],
-        "proxy CPU time per call, ping workloads (utime+stime from /proc; answerer: no backend, answers itself), lower is better",
+        "proxy CPU time per call, ping workloads (utime+stime from /proc; the answerers: no backend, answering themselves on tokio and on io_uring), lower is better",
         "µs per call",
         &metric_groups(
             summaries,
