@@ -20,7 +20,7 @@
 //! connection's memory.
 
 use std::io::{self, Write};
-use std::net::{Shutdown, TcpListener};
+use std::net::{Shutdown, SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use bytes::BytesMut;
@@ -35,19 +35,23 @@ use crate::uring_buffers::BufferRing;
 const RING_ENTRIES: u32 = 256;
 /// The buffer group the receives take their buffers from.
 const BUFFER_GROUP: u16 = 1;
-/// The user data of the listener's multishot accept; connections' user data
-/// is their index shifted left by one, with the low bit saying which of its
+/// The user data of the listener's multishot accept and of the pause
+/// before it is armed again after a failure; connections' user data is
+/// their index shifted left by one, with the low bit saying which of its
 /// operations completed.
 const ACCEPT: u64 = u64::MAX;
+const ACCEPT_PAUSE: u64 = u64::MAX - 1;
 const RECV: u64 = 0;
 const SEND: u64 = 1;
+/// How long accepting pauses after a failure (out of descriptors, say),
+/// as the tokio answerer does, instead of failing again at once.
+const ACCEPT_PAUSE_NANOS: u32 = 10_000_000;
 
 /// Binds a loopback port, prints the `listening` line and serves until the
 /// process is terminated.
 pub fn run() -> io::Result<()> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let mut server = Server::new(&listener)?;
-    println!("answerer-uring listening thrift={}", listener.local_addr()?);
+    let server = Server::new(TcpListener::bind("127.0.0.1:0")?)?;
+    println!("answerer-uring listening thrift={}", server.local_addr()?);
     io::stdout().flush()?;
     server.serve()
 }
@@ -66,39 +70,55 @@ struct Conn {
     receiving: bool,
     /// A send from `output` is in flight.
     sending: bool,
-    /// The peer closed or something failed: freed once nothing is in flight.
-    closing: bool,
+    /// The peer has sent everything: what is complete is still answered.
+    eof: bool,
+    /// Something failed: nothing more is answered.
+    failed: bool,
 }
 
-/// The ring, its buffers and the connections it serves.
+impl Conn {
+    /// Nothing in flight and nothing left to do: the slot can be freed.
+    fn finished(&self) -> bool {
+        !self.receiving && !self.sending && (self.failed || self.eof)
+    }
+}
+
+/// The ring, its buffers, the listener and the connections it serves.
 pub struct Server {
     ring: IoUring,
     buffers: BufferRing,
     processor: Processor,
+    listener: TcpListener,
     accept: squeue::Entry,
+    /// What the accept pause's timeout entry points to.
+    pause: Box<types::Timespec>,
     conns: Vec<Option<Conn>>,
     /// Indexes of `conns` free for the next connection.
     free: Vec<usize>,
 }
 
 impl Server {
-    /// Sets up the ring and its buffers and arms the accept on `listener`
-    /// (which must outlive the server). Fails where io_uring is unavailable
-    /// (an older kernel, or a seccomp profile that forbids it).
-    pub fn new(listener: &TcpListener) -> io::Result<Server> {
+    /// Sets up the ring and its buffers and arms the accept on `listener`,
+    /// on this thread, which is the one that must then `serve` (the ring
+    /// has a single issuer). Fails where io_uring is unavailable (an older
+    /// kernel, or a seccomp profile that forbids it).
+    pub fn new(listener: TcpListener) -> io::Result<Server> {
         let ring = IoUring::builder()
             .setup_single_issuer()
             .setup_defer_taskrun()
             .build(RING_ENTRIES)
             .map_err(|e| io::Error::new(e.kind(), format!("io_uring unavailable here: {e}")))?;
         let buffers = BufferRing::register(&ring, BUFFER_GROUP)?;
+        let accept = opcode::AcceptMulti::new(types::Fd(listener.as_raw_fd()))
+            .build()
+            .user_data(ACCEPT);
         let mut server = Server {
             ring,
             buffers,
             processor: Processor::new(Handler),
-            accept: opcode::AcceptMulti::new(types::Fd(listener.as_raw_fd()))
-                .build()
-                .user_data(ACCEPT),
+            listener,
+            accept,
+            pause: Box::new(types::Timespec::new().nsec(ACCEPT_PAUSE_NANOS)),
             conns: Vec::new(),
             free: Vec::new(),
         };
@@ -106,37 +126,38 @@ impl Server {
         Ok(server)
     }
 
-    /// Serves until the ring itself fails. Then the connections and the
-    /// ring are leaked, not freed: sends may still be reading from them.
-    pub fn serve(&mut self) -> io::Result<()> {
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until the ring itself fails (then the connections are leaked,
+    /// see `Drop`).
+    pub fn serve(mut self) -> io::Result<()> {
         let mut completed: Vec<(u64, i32, u32)> = Vec::with_capacity(RING_ENTRIES as usize);
-        let result = loop {
+        loop {
             if let Err(e) = self.ring.submit_and_wait(1) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                break Err(e);
+                return Err(e);
             }
             completed.extend(
                 self.ring
                     .completion()
                     .map(|c| (c.user_data(), c.result(), c.flags())),
             );
-            if let Err(e) = completed
-                .drain(..)
-                .try_for_each(|(data, result, flags)| self.completed(data, result, flags))
-            {
-                break Err(e);
+            for (data, result, flags) in completed.drain(..) {
+                self.completed(data, result, flags)?;
             }
-        };
-        std::mem::forget(std::mem::take(&mut self.conns));
-        result
+        }
     }
 
     /// Handles one completion.
     fn completed(&mut self, user_data: u64, result: i32, flags: u32) -> io::Result<()> {
-        if user_data == ACCEPT {
-            return self.accepted(result, flags);
+        match user_data {
+            ACCEPT => return self.accepted(result, flags),
+            ACCEPT_PAUSE => return self.push(self.accept.clone()),
+            _ => {}
         }
         let index = (user_data >> 1) as usize;
         let Some(mut conn) = self.conns.get_mut(index).and_then(Option::take) else {
@@ -147,11 +168,11 @@ impl Server {
         } else {
             self.sent(index, &mut conn, result)
         };
-        if conn.closing && conn.receiving {
+        if conn.failed && conn.receiving {
             // Ends the multishot receive; its last completion frees `conn`.
             let _ = socket2::SockRef::from(&conn.fd).shutdown(Shutdown::Both);
         }
-        if conn.closing && !conn.receiving && !conn.sending {
+        if conn.finished() {
             self.free.push(index);
         } else {
             self.conns[index] = Some(conn);
@@ -178,7 +199,8 @@ impl Server {
                 sent: 0,
                 receiving: true,
                 sending: false,
-                closing: false,
+                eof: false,
+                failed: false,
             };
             self.arm_receive(index, &conn)?;
             self.conns[index] = Some(conn);
@@ -188,10 +210,15 @@ impl Server {
                 io::Error::from_raw_os_error(-result)
             );
         }
-        if !cqueue::more(flags) {
-            self.push(self.accept.clone())?;
+        if cqueue::more(flags) {
+            return Ok(());
         }
-        Ok(())
+        if result >= 0 {
+            return self.push(self.accept.clone());
+        }
+        // Out of descriptors fails again at once: pause first.
+        let pause: *const types::Timespec = &*self.pause;
+        self.push(opcode::Timeout::new(pause).build().user_data(ACCEPT_PAUSE))
     }
 
     /// A receive completed: keep its bytes and answer them, unless replies
@@ -203,27 +230,28 @@ impl Server {
         result: i32,
         flags: u32,
     ) -> io::Result<()> {
-        if result > 0 {
-            let Some(id) = cqueue::buffer_select(flags) else {
-                conn.closing = true;
-                return Err(io::Error::other("a receive completed without its buffer"));
-            };
-            conn.input
-                .extend_from_slice(self.buffers.filled(id, result as usize));
+        if let Some(id) = cqueue::buffer_select(flags) {
+            // A buffer can come back with an error too: it returns to the
+            // ring whatever the result.
+            if result > 0 {
+                conn.input
+                    .extend_from_slice(self.buffers.filled(id, result as usize));
+            }
             self.buffers.give_back(id);
         }
         conn.receiving = cqueue::more(flags);
-        if result == 0 || (result < 0 && -result != libc::ENOBUFS) {
-            conn.closing = true;
-            return Ok(());
+        match result {
+            0 => conn.eof = true,
+            r if r < 0 && -r != libc::ENOBUFS => conn.failed = true,
+            _ => {}
         }
-        if !conn.receiving && !conn.closing {
+        if !conn.receiving && !conn.eof && !conn.failed {
             // Out of buffers for a moment (they are back by now), or the
             // kernel ended the multishot: arm it again.
             conn.receiving = true;
             self.arm_receive(index, conn)?;
         }
-        if conn.sending || conn.closing {
+        if conn.sending || conn.failed {
             return Ok(());
         }
         self.answer_all(index, conn)
@@ -234,7 +262,7 @@ impl Server {
     fn sent(&mut self, index: usize, conn: &mut Conn, result: i32) -> io::Result<()> {
         if result < 0 {
             conn.sending = false;
-            conn.closing = true;
+            conn.failed = true;
             return Ok(());
         }
         conn.sent += result as usize;
@@ -243,7 +271,7 @@ impl Server {
         }
         conn.sending = false;
         conn.output.clear();
-        if conn.closing {
+        if conn.failed {
             return Ok(());
         }
         self.answer_all(index, conn)
@@ -263,7 +291,7 @@ impl Server {
                 Ok(None) => break,
                 Err(e) => {
                     eprintln!("answerer-uring: connection closed: {e}");
-                    conn.closing = true;
+                    conn.failed = true;
                     return Ok(());
                 }
             }
@@ -301,10 +329,11 @@ impl Server {
     fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
         loop {
             // SAFETY: a send's buffer is its connection's output, which is
-            // neither changed nor freed before the send completes (`sending`,
-            // and `serve` leaks the connections when it returns); receives
-            // use the leaked provided buffers; the accept's listener
-            // outlives the server (`new`).
+            // neither changed nor freed before the send completes (`sending`;
+            // `Drop` leaks the connections); receives use the leaked
+            // provided buffers; the accept's listener and the pause's
+            // timespec belong to the server, and the kernel reads the
+            // timespec when the entry is submitted.
             if unsafe { self.ring.submission().push(&entry) }.is_ok() {
                 return Ok(());
             }
@@ -313,12 +342,21 @@ impl Server {
     }
 }
 
+impl Drop for Server {
+    /// The connections are leaked, not freed: a send in flight may still be
+    /// reading from one's output when the server goes (an error of the
+    /// ring, a panic), and io_uring tears a ring down asynchronously.
+    fn drop(&mut self) {
+        std::mem::forget(std::mem::take(&mut self.conns));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::client::{Conn as Client, Writes};
     use std::io::Read;
-    use std::net::{SocketAddr, TcpStream};
+    use std::net::TcpStream;
     use std::sync::mpsc;
     use std::time::Duration;
 
@@ -329,20 +367,18 @@ mod tests {
     /// could not be set up.
     fn start() -> Result<SocketAddr, io::Error> {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
         let (ready, started) = mpsc::channel();
         // Ends with the test process.
-        std::thread::spawn(move || match Server::new(&listener) {
-            Ok(mut server) => {
-                let _ = ready.send(Ok(()));
+        std::thread::spawn(move || match Server::new(listener) {
+            Ok(server) => {
+                let _ = ready.send(server.local_addr());
                 let _ = server.serve();
             }
             Err(e) => {
                 let _ = ready.send(Err(e));
             }
         });
-        started.recv_timeout(TIMEOUT).expect("server thread")?;
-        Ok(addr)
+        started.recv_timeout(TIMEOUT).expect("server thread")
     }
 
     /// Where io_uring is refused (seccomp, old kernels), the server says so
@@ -409,5 +445,41 @@ mod tests {
             .expect("connect")
             .ping()
             .expect("and new ones too");
+    }
+
+    /// A framed strict-binary `ping` call with sequence id `seqid`.
+    fn ping_frame(seqid: i32) -> Vec<u8> {
+        let mut message = vec![0x80, 0x01, 0x00, 0x01, 0, 0, 0, 4];
+        message.extend_from_slice(b"ping");
+        message.extend_from_slice(&seqid.to_be_bytes());
+        message.push(0); // the arguments' stop field
+        let mut frame = (message.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&message);
+        frame
+    }
+
+    #[test]
+    fn calls_sent_before_the_peer_finished_are_all_answered() {
+        let Some(addr) = start_or_report_unavailable() else {
+            return;
+        };
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+        let calls: Vec<u8> = (1..=3).flat_map(ping_frame).collect();
+        stream.write_all(&calls).expect("write");
+        stream.shutdown(Shutdown::Write).expect("half-close");
+        let mut replies = Vec::new();
+        stream
+            .read_to_end(&mut replies)
+            .expect("answered, then closed by the server");
+        let mut frames = 0;
+        let mut rest = &replies[..];
+        while let Some(prefix) = rest.get(..4) {
+            let length = u32::from_be_bytes(prefix.try_into().expect("4 bytes")) as usize;
+            assert!(rest.len() >= 4 + length, "a cut reply: {replies:?}");
+            rest = &rest[4 + length..];
+            frames += 1;
+        }
+        assert_eq!(frames, 3, "{replies:?}");
     }
 }
