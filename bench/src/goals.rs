@@ -4,9 +4,10 @@
 //! "HAProxy" means the better of its two configurations for each number
 //! (the higher calls/s, the lower CPU per call, the lower latency), so a
 //! target is never met by picking the weaker reference. Ratio goals
-//! against HAProxy are judged per repetition, where probegate and HAProxy
-//! ran back to back, on the median of those ratios; the medians' ratio is
-//! printed too.
+//! against HAProxy are judged per repetition, probegate against HAProxy's
+//! best in the same repetition, and met when a strict majority of the
+//! repetitions meet them; the medians' ratio is printed too, and "ON THE
+//! LINE" when it says otherwise.
 
 use crate::deploy::Target;
 use crate::report::Summary;
@@ -45,12 +46,20 @@ fn best_haproxy(summaries: &[Summary], workload: &str, key: &str, higher: bool) 
 }
 
 /// probegate's `key` over HAProxy's best in the same repetition, for each
-/// repetition that measured both, in repetition order. Targets run back to
-/// back within a repetition, so a drift of the VM between repetitions (it
-/// switches between a slower and a faster phase) hits both sides of each
-/// ratio alike, where the ratio of the medians can pair a fast-phase
-/// HAProxy with a slow-phase probegate.
-fn per_rep_vs_best_haproxy(s: &[Summary], workload: &str, key: &str, higher: bool) -> Vec<f64> {
+/// repetition probegate measured, in repetition order: `None` where the
+/// ratio cannot be taken (a configuration of HAProxy measured in the run
+/// is missing from that repetition, or a value is not positive), which
+/// counts as a miss. Targets run in the same repetition, a few windows
+/// apart, so a drift of the VM between repetitions (it switches between a
+/// slower and a faster phase) hits both sides of each ratio alike, where
+/// the ratio of the medians can pair a fast-phase HAProxy with a
+/// slow-phase probegate.
+fn per_rep_vs_best_haproxy(
+    s: &[Summary],
+    workload: &str,
+    key: &str,
+    higher: bool,
+) -> Vec<Option<f64>> {
     let by_rep = |t: Target| {
         s.iter()
             .find(|x| x.workload == workload && x.target == t.name())
@@ -59,46 +68,67 @@ fn per_rep_vs_best_haproxy(s: &[Summary], workload: &str, key: &str, higher: boo
     let Some(probegate) = by_rep(Target::Probegate) else {
         return Vec::new();
     };
-    let haproxy = [by_rep(Target::HaproxyTcp), by_rep(Target::HaproxyInspect)];
+    let haproxy: Vec<_> = [Target::HaproxyTcp, Target::HaproxyInspect]
+        .into_iter()
+        .filter_map(by_rep)
+        .collect();
+    if haproxy.is_empty() {
+        return Vec::new();
+    }
     probegate
         .iter()
-        .filter_map(|(rep, p)| {
-            let values = haproxy.iter().flatten().filter_map(|m| m.get(rep).copied());
+        .map(|(rep, p)| {
+            // Every configuration, so the weaker one is never the reference.
+            let values: Option<Vec<f64>> = haproxy.iter().map(|m| m.get(rep).copied()).collect();
+            let values = values?;
             let best = if higher {
-                values.max_by(f64::total_cmp)
+                values.into_iter().max_by(f64::total_cmp)
             } else {
-                values.min_by(f64::total_cmp)
+                values.into_iter().min_by(f64::total_cmp)
             }?;
-            (best > 0.0).then(|| p / best)
+            let ratio = p / best;
+            (best > 0.0 && ratio.is_finite()).then_some(ratio)
         })
         .collect()
 }
 
-/// A ratio goal judged on the median of the per-repetition ratios when there
-/// are any (else on the medians' ratio, `of_medians`), and the words that
-/// say so.
+/// A ratio goal against HAProxy's best: met when a strict majority of the
+/// repetitions meet it, each against HAProxy in the same repetition (with
+/// one repetition, or none paired, on the medians' ratio `of_medians`), and
+/// the words that say so, including when the medians' ratio disagrees.
 fn judged_ratio(
     s: &[Summary],
     workload: &str,
     key: &str,
     higher: bool,
     of_medians: f64,
-) -> (f64, String) {
+    meets: impl Fn(f64) -> bool,
+) -> (bool, String) {
     let per_rep = per_rep_vs_best_haproxy(s, workload, key, higher);
-    match Spread::of(&per_rep) {
-        Some(spread) if per_rep.len() > 1 => {
-            let each: Vec<String> = per_rep.iter().map(|r| format!("{r:.2}×")).collect();
-            (
-                spread.median,
-                format!(
-                    "; per repetition, against HAProxy's best measured back to back: {}, median {:.3}× (judged)",
-                    each.join(", "),
-                    spread.median
-                ),
-            )
-        }
-        _ => (of_medians, String::new()),
-    }
+    let paired: Vec<f64> = per_rep.iter().flatten().copied().collect();
+    let (Some(spread), true) = (Spread::of(&paired), per_rep.len() > 1) else {
+        return (meets(of_medians), String::new());
+    };
+    let met = per_rep.iter().flatten().filter(|r| meets(**r)).count();
+    let judged = 2 * met > per_rep.len();
+    let each: Vec<String> = per_rep
+        .iter()
+        .map(|r| r.map_or("n/a".to_string(), |r| format!("{r:.2}×")))
+        .collect();
+    let disagree = if judged == meets(of_medians) {
+        String::new()
+    } else {
+        format!(", ON THE LINE: the medians' ratio, {of_medians:.3}×, says otherwise")
+    };
+    (
+        judged,
+        format!(
+            "; per repetition, against HAProxy's best in the same repetition: {} (median {:.3}×), {met} of {} meeting the goal{disagree}",
+            each.join(", "),
+            spread.median,
+            per_rep.len(),
+        ),
+    )
 }
 
 fn verdict(ok: bool) -> &'static str {
@@ -214,10 +244,10 @@ pub fn check(s: &[Summary]) -> Vec<String> {
         get(s, "ping-32", pg, "calls_per_s"),
         best_haproxy(s, "ping-32", "calls_per_s", true),
     ) {
-        let (judged, per_rep) = judged_ratio(s, "ping-32", "calls_per_s", true, p / h);
+        let (met, per_rep) = judged_ratio(s, "ping-32", "calls_per_s", true, p / h, |r| r >= 1.5);
         out.push(format!(
             "{} ping-32 calls/s: probegate {p:.0} = {:.2}× HAProxy's best {h:.0}{per_rep} (goal ≥ 1.5×){}",
-            verdict(judged >= 1.5),
+            verdict(met),
             p / h,
             ping32_ceiling(s).unwrap_or_default()
         ));
@@ -244,10 +274,11 @@ pub fn check(s: &[Summary]) -> Vec<String> {
                     )
                 })
                 .unwrap_or_default();
-            let (judged, per_rep) = judged_ratio(s, w, "proxy_cpu_us_per_call", false, p / h);
+            let (met, per_rep) =
+                judged_ratio(s, w, "proxy_cpu_us_per_call", false, p / h, |r| r <= 0.5);
             out.push(format!(
                 "{} {w} proxy CPU/call: probegate {p:.1} µs = {:.2}× HAProxy's best {h:.1} µs{per_rep} (goal ≤ 0.5×){runtime}{uring}",
-                verdict(judged <= 0.5),
+                verdict(met),
                 p / h
             ));
         }
@@ -284,10 +315,10 @@ pub fn check(s: &[Summary]) -> Vec<String> {
             get(s, w, pg, "mb_per_s"),
             best_haproxy(s, w, "mb_per_s", true),
         ) {
-            let (judged, per_rep) = judged_ratio(s, w, "mb_per_s", true, p / h);
+            let (met, per_rep) = judged_ratio(s, w, "mb_per_s", true, p / h, |r| r >= 1.5);
             out.push(format!(
                 "{} {w} ({what}): probegate {p:.1} MB/s = {:.2}× HAProxy's best {h:.1} MB/s{per_rep} (goal ≥ 1.5×)",
-                verdict(judged >= 1.5),
+                verdict(met),
                 p / h
             ));
         }
@@ -520,8 +551,10 @@ mod tests {
     #[test]
     fn ratio_goals_are_judged_per_repetition_against_haproxy_measured_back_to_back() {
         use crate::report::{summarize, Record, Shape};
-        // Shaped like a full run's ping-32 in which the VM slowed down
-        // between HAProxy's and probegate's windows of the second repetition.
+        // Shaped like the 0a79bff run's ping-32, in which the VM slowed down
+        // between HAProxy's and probegate's windows of the second
+        // repetition; the third repetition is raised from 57,363 (1.496×,
+        // which missed) to 58,000 (1.51×) so that two of three meet.
         let reps = [
             ("haproxy-tcp", [42_937.0, 43_585.0, 38_035.0]),
             ("haproxy-inspect", [43_176.0, 43_781.0, 38_333.0]),
@@ -545,7 +578,7 @@ mod tests {
         assert!(
             calls.starts_with("MET")
                 && calls.contains("= 1.35× HAProxy's best 43176")
-                && calls.contains("back to back: 1.62×, 1.33×, 1.51×, median 1.513× (judged)"),
+                && calls.contains("same repetition: 1.62×, 1.33×, 1.51× (median 1.513×), 2 of 3 meeting the goal, ON THE LINE: the medians' ratio, 1.349×, says otherwise"),
             "{calls}"
         );
         // One slow repetition of probegate alone is not enough to miss it,
@@ -563,6 +596,52 @@ mod tests {
         assert!(
             line(&lines, "ping-32 calls/s").starts_with("MISSED"),
             "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn a_ratio_goal_needs_a_strict_majority_of_repetitions_each_against_every_configuration() {
+        use crate::report::{summarize, Record, Shape};
+        let run = |reps: &[(&str, &[(u32, f64)])]| {
+            let records: Vec<Record> = reps
+                .iter()
+                .flat_map(|(target, values)| {
+                    values.iter().map(|(rep, v)| Record {
+                        workload: "upload-1m-nostore".to_string(),
+                        shape: Shape::Calls,
+                        target: target.to_string(),
+                        rep: *rep,
+                        metrics: BTreeMap::from([("mb_per_s".to_string(), *v)]),
+                        notes: vec![],
+                    })
+                })
+                .collect();
+            let lines = check(&summarize(&records));
+            line(&lines, "upload-1m-nostore").to_string()
+        };
+        // Two repetitions, one met and one missed: a median of 1.5× is not
+        // a majority.
+        let split = run(&[
+            ("haproxy-tcp", &[(0, 1000.0), (1, 1000.0)]),
+            ("haproxy-inspect", &[(0, 900.0), (1, 900.0)]),
+            ("probegate", &[(0, 1700.0), (1, 1300.0)]),
+        ]);
+        assert!(
+            split.starts_with("MISSED") && split.contains("1 of 2 meeting the goal"),
+            "{split}"
+        );
+        // A repetition where the better configuration is missing is not
+        // judged against the weaker one: it counts as a miss.
+        let missing = run(&[
+            ("haproxy-tcp", &[(0, 1000.0), (2, 1000.0)]),
+            ("haproxy-inspect", &[(0, 600.0), (1, 600.0), (2, 600.0)]),
+            ("probegate", &[(0, 1600.0), (1, 1600.0), (2, 1400.0)]),
+        ]);
+        assert!(
+            missing.starts_with("MISSED")
+                && missing.contains("1.60×, n/a, 1.40×")
+                && missing.contains("1 of 3 meeting the goal"),
+            "{missing}"
         );
     }
 }
