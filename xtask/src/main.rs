@@ -87,6 +87,7 @@ fn stack(args: &[String]) -> Result<()> {
         Command::new(bin_dir.join("uploader"))
             .current_dir(&root)
             .args(["serve", "--config", "config/uploader.toml"]),
+        &stop,
     )?;
     let mut servers = vec![uploader];
     match start(
@@ -94,6 +95,7 @@ fn stack(args: &[String]) -> Result<()> {
         Command::new(bin_dir.join("probegate"))
             .current_dir(&root)
             .args(["--config", "config/probegate.local.toml"]),
+        &stop,
     ) {
         Ok(proxy) => servers.push(proxy),
         Err(e) => {
@@ -113,7 +115,8 @@ fn stack(args: &[String]) -> Result<()> {
 }
 
 /// A flag raised by SIGTERM, SIGINT or SIGHUP, which then no longer end
-/// this process at once: it stops the servers first.
+/// this process at once: it stops the servers first. A second such signal
+/// ends it at once (exit status 128 + the signal), for a stop that hangs.
 fn stop_on_signals() -> Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [
@@ -121,7 +124,10 @@ fn stop_on_signals() -> Result<Arc<AtomicBool>> {
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGHUP,
     ] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
+        // In this order: the first signal finds the flag down and only
+        // raises it; the second finds it raised and exits.
+        signal_hook::flag::register_conditional_shutdown(signal, 128 + signal, Arc::clone(&stop))
+            .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&stop)))
             .with_context(|| format!("installing a handler for signal {signal}"))?;
     }
     Ok(stop)
@@ -138,9 +144,10 @@ enum Exit {
     Unknown,
 }
 
-/// Spawns a server and waits (bounded) for its `listening` line on stdout;
-/// its logs stay on the terminal through the inherited stderr.
-fn start(name: &'static str, command: &mut Command) -> Result<Server> {
+/// Spawns a server and waits (bounded, and no longer once `stop` is
+/// raised) for its `listening` line on stdout; its logs stay on the
+/// terminal through the inherited stderr.
+fn start(name: &'static str, command: &mut Command, stop: &AtomicBool) -> Result<Server> {
     let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -157,18 +164,28 @@ fn start(name: &'static str, command: &mut Command) -> Result<Server> {
             }
         }
     });
-    match rx.recv_timeout(STARTUP_TIMEOUT) {
-        Ok(listening) => Ok(Server {
-            name,
-            child,
-            listening,
-        }),
-        Err(_) => {
-            let _ = child.kill();
-            let status = child.wait().ok();
-            bail!(
-                "{name} did not report its listening addresses within {STARTUP_TIMEOUT:?} (exit: {status:?}); see its log above"
-            )
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(listening) => {
+                return Ok(Server {
+                    name,
+                    child,
+                    listening,
+                })
+            }
+            Err(mpsc::RecvTimeoutError::Timeout)
+                if Instant::now() < deadline && !stop.load(Ordering::Relaxed) => {}
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                if stop.load(Ordering::Relaxed) {
+                    bail!("stopped by a signal while {name} was starting");
+                }
+                bail!(
+                    "{name} did not report its listening addresses within {STARTUP_TIMEOUT:?} (exit: {status:?}); see its log above"
+                )
+            }
         }
     }
 }
@@ -268,5 +285,24 @@ mod tests {
             let status = server.child.try_wait().expect("wait");
             assert!(status.is_some(), "{} still running", server.name);
         }
+    }
+
+    #[test]
+    fn a_signal_while_a_server_starts_stops_it_without_waiting_out_the_startup_timeout() {
+        let stop = AtomicBool::new(true);
+        let started = Instant::now();
+        let err = start("uploader", Command::new("sleep").arg("30"), &stop)
+            .err()
+            .expect("a server that never listens is not started");
+        assert!(
+            err.to_string()
+                .contains("stopped by a signal while uploader was starting"),
+            "{err}"
+        );
+        assert!(
+            started.elapsed() < STARTUP_TIMEOUT,
+            "waited {:?}",
+            started.elapsed()
+        );
     }
 }
