@@ -223,6 +223,12 @@ impl Deployment {
         scrape::counter(self.backend_metrics?, scrape::ACCEPTED).ok()
     }
 
+    /// The responder's connections that ended without a call, if the
+    /// backend is the responder.
+    pub fn backend_without_calls(&self) -> Option<f64> {
+        scrape::counter(self.backend_metrics?, scrape::WITHOUT_CALLS).ok()
+    }
+
     pub fn stop(self) {
         match self.proxy {
             Some(Proxy::Haproxy(h)) => h.stop(),

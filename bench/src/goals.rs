@@ -92,6 +92,18 @@ fn per_rep_vs_best_haproxy(
         .collect()
 }
 
+/// The largest value of `key` over the repetitions of `workload` on
+/// `target`.
+fn worst_rep(s: &[Summary], workload: &str, target: Target, key: &str) -> Option<f64> {
+    s.iter()
+        .find(|x| x.workload == workload && x.target == target.name())?
+        .by_rep
+        .get(key)?
+        .values()
+        .copied()
+        .max_by(f64::total_cmp)
+}
+
 /// A ratio goal against HAProxy's best: met when a strict majority of the
 /// repetitions meet it, each against HAProxy in the same repetition (with
 /// one repetition, or none paired, on the medians' ratio `of_medians`), and
@@ -326,8 +338,16 @@ pub fn check(s: &[Summary]) -> Vec<String> {
     if let Some(conns) = get(s, "probe-storm", pg, "backend_conns_accepted") {
         let over = get(s, "probe-storm", pg, "backend_conns_over_no_storm");
         let sent = get(s, "probe-storm", pg, "probes_sent").unwrap_or(0.0);
-        out.push(match over {
-            Some(over) => format!(
+        let without_calls = worst_rep(s, "probe-storm", pg, "backend_conns_without_calls");
+        out.push(match (without_calls, over) {
+            // Counted by the backend itself: a probe let through is a
+            // connection that ends without a call, where the proxy's own
+            // pool and health-check connections carry calls.
+            (Some(worst), _) => format!(
+                "{} probe storm: {worst:.0} backend connections without a call (what a probe let through is) in the worst storm window, while {sent:.0} probes arrived; {conns:.0} accepted in all, probegate's own (goal: 0 probe connections)",
+                verdict(worst <= 0.0)
+            ),
+            (None, Some(over)) => format!(
                 "{} probe storm: {conns:.0} backend connections accepted through probegate while {sent:.0} probes arrived, {} (goal: 0 probe connections)",
                 verdict(over <= 0.0),
                 if over > 0.0 {
@@ -338,7 +358,7 @@ pub fn check(s: &[Summary]) -> Vec<String> {
             ),
             // probegate's own connections (pool, health checks) also land
             // in the window: only the excess over ping-1's says anything.
-            None => format!(
+            (None, None) => format!(
                 "UNKNOWN probe storm: {conns:.0} backend connections accepted through probegate while {sent:.0} probes arrived; without the ping-1 workload in this run there is no window without probes to compare with (goal: 0 probe connections)"
             ),
         });
@@ -539,6 +559,43 @@ mod tests {
         let leaked = check(&[storm(Some(1.0))]);
         assert!(
             line(&leaked, "probe storm").starts_with("MISSED"),
+            "{leaked:?}"
+        );
+    }
+
+    #[test]
+    fn the_backends_own_count_of_callless_connections_decides_in_its_worst_window() {
+        use crate::report::{summarize, Record, Shape};
+        let storm = |without_calls: [f64; 3]| {
+            let records: Vec<Record> = without_calls
+                .iter()
+                .enumerate()
+                .map(|(rep, n)| Record {
+                    workload: "probe-storm".to_string(),
+                    shape: Shape::Storm,
+                    target: "probegate".to_string(),
+                    rep: rep as u32,
+                    metrics: BTreeMap::from([
+                        ("backend_conns_accepted".to_string(), 1.0),
+                        ("backend_conns_over_no_storm".to_string(), 0.0),
+                        ("backend_conns_without_calls".to_string(), *n),
+                        ("probes_sent".to_string(), 25_000.0),
+                    ]),
+                    notes: vec![],
+                })
+                .collect();
+            check(&summarize(&records))
+        };
+        let clean = storm([0.0, 0.0, 0.0]);
+        let clean = line(&clean, "probe storm: 0 backend connections without a call");
+        assert!(
+            clean.starts_with("MET") && clean.contains("1 accepted in all, probegate's own"),
+            "{clean}"
+        );
+        // One leak in one window is enough, whatever the baseline says.
+        let leaked = storm([0.0, 1.0, 0.0]);
+        assert!(
+            line(&leaked, "without a call").starts_with("MISSED"),
             "{leaked:?}"
         );
     }

@@ -44,15 +44,18 @@ struct Edges<'a> {
     proxy: Option<CpuMark>,
     backend: Option<CpuMark>,
     accepted_before: Option<f64>,
+    without_calls_before: Option<f64>,
     proxy_cpu_s: Option<f64>,
     backend_cpu_s: Option<f64>,
     accepted: Option<f64>,
+    without_calls: Option<f64>,
     storm_outcome: Option<probes::StormOutcome>,
 }
 
 impl load::Window for Edges<'_> {
     fn opened(&mut self) {
         self.accepted_before = self.d.backend_accepted();
+        self.without_calls_before = self.d.backend_without_calls();
         self.proxy = self.d.proxy_pid().and_then(CpuMark::take);
         self.backend = self.d.backend_pid().and_then(CpuMark::take);
         if let Some(rate) = self.storm_rate {
@@ -65,6 +68,10 @@ impl load::Window for Edges<'_> {
         self.backend_cpu_s = self.backend.and_then(|m| m.seconds_since(self.clk_tck));
         self.storm_outcome = self.storm.take().map(probes::Storm::stop);
         self.accepted = match (self.accepted_before, self.d.backend_accepted()) {
+            (Some(a), Some(b)) => Some(b - a),
+            _ => None,
+        };
+        self.without_calls = match (self.without_calls_before, self.d.backend_without_calls()) {
             (Some(a), Some(b)) => Some(b - a),
             _ => None,
         };
@@ -98,9 +105,11 @@ pub fn calls_rep(
         proxy: None,
         backend: None,
         accepted_before: None,
+        without_calls_before: None,
         proxy_cpu_s: None,
         backend_cpu_s: None,
         accepted: None,
+        without_calls: None,
         storm_outcome: None,
     };
     let outcome = load::run(
@@ -156,6 +165,9 @@ pub fn calls_rep(
     }
     if let Some(a) = edges.accepted {
         m.insert("backend_conns_accepted".into(), a);
+    }
+    if let Some(n) = edges.without_calls {
+        m.insert("backend_conns_without_calls".into(), n);
     }
     if let Some(storm) = &edges.storm_outcome {
         m.insert("probes_per_s".into(), storm.rate());

@@ -245,6 +245,9 @@ fn columns(shape: Shape) -> Vec<Column> {
             ("over most without storm", |s| {
                 metric(s, "backend_conns_over_no_storm")
             }),
+            ("of them without a call", |s| {
+                metric(s, "backend_conns_without_calls")
+            }),
             ("HTTP probes 200", |s| metric(s, "http_probe_ok")),
             ("ping calls/s", |s| metric(s, "calls_per_s")),
             ("ping p99 µs", |s| metric(s, "p99_us")),

@@ -8,7 +8,11 @@
 //! the kernel's accept queue. It runs as a child process of the bench
 //! (`probegate-bench responder`) so it can be pinned to the server CPU and
 //! stopped like the other servers, and it exposes the same
-//! `uploader_connections_accepted_total` counter as the uploader.
+//! `uploader_connections_accepted_total` counter as the uploader, and
+//! `responder_connections_without_calls_total`: connections that ended
+//! without a single call answered, which is what a health probe that a
+//! proxy let through to the backend looks like (pool and health-check
+//! connections of a proxy carry calls).
 
 use std::io::{self, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -23,7 +27,7 @@ use thrift::transport::TFramedReadTransport;
 use uploader::framed_write::FramedWriteTransport;
 use uploader_idl::{UploadRequest, UploadResult, UploaderSyncHandler, UploaderSyncProcessor};
 
-use crate::scrape::ACCEPTED;
+use crate::scrape::{ACCEPTED, WITHOUT_CALLS};
 
 /// Buffer under each connection's framed reader: calls that arrive together
 /// are read with one `read()`, as Thrift's Java (`TSocket`'s buffered
@@ -67,6 +71,13 @@ impl UploaderSyncHandler for Handler {
     }
 }
 
+/// What the admin page counts.
+#[derive(Default)]
+struct Counters {
+    accepted: AtomicU64,
+    without_calls: AtomicU64,
+}
+
 /// Binds both listeners on loopback port 0, prints the `listening` line and
 /// serves until the process is terminated.
 pub fn run(workers: usize) -> io::Result<()> {
@@ -74,28 +85,22 @@ pub fn run(workers: usize) -> io::Result<()> {
     let admin = TcpListener::bind("127.0.0.1:0")?;
     let thrift_addr = listener.local_addr()?;
     let admin_addr = admin.local_addr()?;
-    let accepted = Arc::new(AtomicU64::new(0));
+    let counters = Arc::new(Counters::default());
     let processor = Arc::new(UploaderSyncProcessor::new(Handler));
     let mut threads = Vec::new();
     for _ in 0..workers.max(1) {
         let listener = listener.try_clone()?;
-        let accepted = Arc::clone(&accepted);
+        let counters = Arc::clone(&counters);
         let processor = Arc::clone(&processor);
-        threads.push(thread::spawn(move || loop {
-            match listener.accept() {
-                Ok((stream, _)) => {
-                    accepted.fetch_add(1, Ordering::Relaxed);
-                    serve(&processor, stream);
-                }
-                Err(_) => thread::sleep(Duration::from_millis(10)),
-            }
+        threads.push(thread::spawn(move || {
+            worker(&listener, &processor, &counters)
         }));
     }
     {
-        let accepted = Arc::clone(&accepted);
+        let counters = Arc::clone(&counters);
         threads.push(thread::spawn(move || {
             for stream in admin.incoming().flatten() {
-                let _ = answer_metrics(stream, accepted.load(Ordering::Relaxed));
+                let _ = answer_metrics(stream, &counters);
             }
         }));
     }
@@ -107,29 +112,98 @@ pub fn run(workers: usize) -> io::Result<()> {
     Ok(())
 }
 
-/// Serves one connection until the peer closes it or sends garbage.
-fn serve(processor: &UploaderSyncProcessor<Handler>, stream: TcpStream) {
+/// One worker thread: accepts and serves one connection at a time, forever.
+fn worker(listener: &TcpListener, processor: &UploaderSyncProcessor<Handler>, counters: &Counters) {
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                counters.accepted.fetch_add(1, Ordering::Relaxed);
+                if serve(processor, stream) == 0 {
+                    counters.without_calls.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(_) => thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+/// Serves one connection until the peer closes it or sends garbage, and
+/// says how many calls it answered.
+fn serve(processor: &UploaderSyncProcessor<Handler>, stream: TcpStream) -> u64 {
     let _ = stream.set_nodelay(true);
     let (Ok(read_half), Ok(write_half)) = (stream.try_clone(), stream.try_clone()) else {
-        return;
+        return 0;
     };
     let read_half = BufReader::with_capacity(SOCKET_BUFFER, read_half);
     let mut input = TBinaryInputProtocol::new(TFramedReadTransport::new(read_half), true);
     let mut output = TBinaryOutputProtocol::new(FramedWriteTransport::new(write_half), true);
-    while processor.process(&mut input, &mut output).is_ok() {}
+    let mut calls = 0;
+    while processor.process(&mut input, &mut output).is_ok() {
+        calls += 1;
+    }
+    calls
 }
 
 /// Any request on the admin port gets the counter page.
-fn answer_metrics(mut stream: TcpStream, accepted: u64) -> io::Result<()> {
+fn answer_metrics(mut stream: TcpStream, counters: &Counters) -> io::Result<()> {
     stream.set_read_timeout(Some(ADMIN_TIMEOUT))?;
     stream.set_write_timeout(Some(ADMIN_TIMEOUT))?;
     let mut request = [0u8; 1024];
     let _ = stream.read(&mut request)?;
-    let body = format!("# TYPE {ACCEPTED} counter\n{ACCEPTED} {accepted}\n");
+    let (accepted, without_calls) = (
+        counters.accepted.load(Ordering::Relaxed),
+        counters.without_calls.load(Ordering::Relaxed),
+    );
+    let body = format!(
+        "# TYPE {ACCEPTED} counter\n{ACCEPTED} {accepted}\n# TYPE {WITHOUT_CALLS} counter\n{WITHOUT_CALLS} {without_calls}\n"
+    );
     write!(
         stream,
         "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     stream.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{Conn, Writes};
+
+    #[test]
+    fn connections_that_end_without_a_call_are_counted_apart() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let counters = Arc::new(Counters::default());
+        {
+            let counters = Arc::clone(&counters);
+            let processor = UploaderSyncProcessor::new(Handler);
+            // Ends with the test process.
+            thread::spawn(move || worker(&listener, &processor, &counters));
+        }
+        let timeout = Duration::from_secs(5);
+        let mut client = Conn::open(addr, timeout, timeout, Writes::One).expect("connect");
+        client.ping().expect("pong");
+        drop(client);
+        // A TCP probe, and an HTTP one a proxy let through.
+        drop(TcpStream::connect(addr).expect("connect"));
+        let mut http = TcpStream::connect(addr).expect("connect");
+        http.write_all(b"HEAD /health HTTP/1.0\r\n\r\n")
+            .expect("write");
+        drop(http);
+        let deadline = std::time::Instant::now() + timeout;
+        while counters.accepted.load(Ordering::Relaxed) < 3
+            || counters.without_calls.load(Ordering::Relaxed) < 2
+        {
+            assert!(std::time::Instant::now() < deadline, "counters stuck");
+            thread::sleep(Duration::from_millis(10));
+        }
+        thread::sleep(Duration::from_millis(50));
+        assert_eq!(counters.accepted.load(Ordering::Relaxed), 3);
+        assert_eq!(
+            counters.without_calls.load(Ordering::Relaxed),
+            2,
+            "the connection with a call is not one of them"
+        );
+    }
 }

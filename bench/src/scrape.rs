@@ -14,6 +14,9 @@ use std::time::Duration;
 
 /// The counter every backend exposes for connections it accepted.
 pub const ACCEPTED: &str = "uploader_connections_accepted_total";
+/// The responder's count of connections that ended without a call: probes
+/// that reached the backend.
+pub const WITHOUT_CALLS: &str = "responder_connections_without_calls_total";
 /// Bound on connecting to and reading from an admin listener.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bound on the size of a metrics page.
