@@ -164,7 +164,7 @@ impl Server {
     }
 }
 
-/// SIGTERM (through `kill(1)`: this crate forbids unsafe code), a bounded
+/// SIGTERM (through `kill(1)`: unsafe code stays in the io_uring modules), a bounded
 /// wait, then SIGKILL.
 pub fn stop_child(child: &mut Child) {
     if let Ok(Some(_)) = child.try_wait() {
