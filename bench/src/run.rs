@@ -584,13 +584,17 @@ fn run_workload(
                     // connection when a health check finds the first one
                     // busy, and again after `pool_idle` closed it, so a
                     // window of ping-1 sees 0 or 1. What the storm adds
-                    // beyond the most seen without it is what probes
-                    // brought to the backend.
+                    // beyond the most seen without it (never below none)
+                    // is what probes may have brought to the backend; the
+                    // responder's count of connections without a call
+                    // says it directly.
                     let most = baseline(earlier, d.target, "backend_conns_accepted").map(|s| s.max);
                     if let Some(base) = most {
                         if let Some(conns) = r.metrics.get("backend_conns_accepted").copied() {
-                            r.metrics
-                                .insert("backend_conns_over_no_storm".to_string(), conns - base);
+                            r.metrics.insert(
+                                "backend_conns_over_no_storm".to_string(),
+                                (conns - base).max(0.0),
+                            );
                         }
                     }
                     r
