@@ -9,9 +9,10 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+use e2e::net::connect_from;
 use e2e::{
-    http, images, metric, wait_until, within, Probegate, ProbegateConfig, Protocol, ThriftClient,
-    Transport, Uploader, UploaderConfig,
+    http, images, metric, wait_until, within, Metrics, Probegate, ProbegateConfig, Protocol,
+    ThriftClient, Transport, Uploader, UploaderConfig,
 };
 
 /// Bound on anything that should happen promptly.
@@ -65,6 +66,68 @@ fn read_response_head(stream: &mut TcpStream) -> String {
     }
     let text = String::from_utf8_lossy(&head).into_owned();
     text.lines().next().unwrap_or_default().to_string()
+}
+
+/// Sends `request` in one write from `source` and reads until the server
+/// closes the connection.
+fn whole_request(source: &str, public: SocketAddr, request: &[u8]) -> String {
+    let mut stream = connect_from(source.parse().expect("ip"), public, PROMPT).expect("connect");
+    stream.set_read_timeout(Some(PROMPT)).expect("timeout");
+    stream.write_all(request).expect("write");
+    let mut answer = Vec::new();
+    stream
+        .read_to_end(&mut answer)
+        .expect("answered, then closed by probegate");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A load balancer's check usually arrives whole and asks to close; probegate
+/// answers it from its accept loop (proxy/src/protocols/http_once.rs). The
+/// answers, the closing and the counting are those of any other request.
+#[test]
+fn whole_health_requests_that_close_are_answered_and_counted_like_any_other() {
+    let backend = Uploader::start(UploaderConfig::new().workers(2));
+    let proxy =
+        Probegate::start(health_config(&backend).set("probes.sources", vec!["127.100.0.0/16"]));
+    proxy.wait_backends_up(&[backend.thrift_addr()], PROMPT);
+    let (public, admin) = (proxy.public_addr(), proxy.admin_addr());
+
+    // Aliyun's check: HTTP/1.0 HEAD from the probe range.
+    let head = whole_request("127.100.0.1", public, b"HEAD /health HTTP/1.0\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.0 200 OK\r\n"), "{head}");
+    assert!(
+        head.contains("\r\ncache-control: no-store\r\n") && head.ends_with("\r\n\r\n"),
+        "{head}"
+    );
+    // HTTP/1.1 asking to close, from elsewhere, with a body on GET.
+    let get = whole_request(
+        "127.0.0.1",
+        public,
+        b"GET /health HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n",
+    );
+    assert!(get.starts_with("HTTP/1.1 200 OK\r\n"), "{get}");
+    assert!(
+        get.contains("\r\nconnection: close\r\n") && get.ends_with("backends up\n"),
+        "{get}"
+    );
+    // Any other path: 404, closed, counted as not health.
+    let other = whole_request("127.0.0.1", public, b"GET /metrics HTTP/1.0\r\n\r\n");
+    assert!(other.starts_with("HTTP/1.0 404 Not Found\r\n"), "{other}");
+
+    let m = Metrics::scrape(admin);
+    let http_probes = m.get("probegate_probes_total{source=\"127.100.0.0/16\",ending=\"http\"}");
+    let other_probes = m.get("probegate_probes_total{source=\"other\",ending=\"http\"}");
+    assert_eq!(
+        (http_probes, other_probes),
+        (1.0, 1.0),
+        "health answers counted by source"
+    );
+    assert_eq!(m.get("probegate_connections_total{class=\"probe\"}"), 1.0);
+    assert_eq!(m.get("probegate_connections_total{class=\"http\"}"), 2.0);
+    assert_eq!(
+        m.get("probegate_rejected_total{reason=\"http_not_health\"}"),
+        1.0
+    );
 }
 
 #[test]

@@ -29,6 +29,7 @@ use crate::forward::serve_thrift;
 use crate::listeners::accept::{first_look, out_of_resources, refuse, PublicListener};
 use crate::metrics::{Class, EdgeMetrics, Ending, OTHER_SOURCE};
 use crate::protocols::http_health::{serve_http, HealthAnswers};
+use crate::protocols::http_once::{self, OneShot};
 use crate::protocols::proxy_header::{read_proxy_header, Proxied};
 use crate::shutdown::Lifecycle;
 use crate::upstream::Upstream;
@@ -162,11 +163,17 @@ pub async fn accept_loop(listener: TcpListener, edge: Edge, tracker: TaskTracker
         let span = info_span!("conn", client.addr = %peer, class = tracing::field::Empty);
         let mut buf = BytesMut::new();
         // Without a PROXY header to read first, a probe that has already
-        // ended is dealt with here, never registered nor spawned.
+        // ended, or an HTTP check that arrived whole and asks to close, is
+        // dealt with here, never registered nor spawned.
         if !edge.config.listen.proxy_protocol {
             if let Some(ended) = first_look(&socket, &mut buf) {
                 let _entered = span.enter();
                 ended_at_accept(&edge, peer, ended);
+                continue;
+            }
+            if let Some(request) = http_once::one_shot(&buf) {
+                let _entered = span.enter();
+                answered_at_accept(&edge, &socket, peer, &request);
                 continue;
             }
         }
@@ -214,6 +221,47 @@ pub fn bind_public(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListene
 fn ended_at_accept(edge: &Edge, peer: SocketAddr, ended: Detected) {
     if let Some(source) = admit(edge, peer) {
         count_closed(edge, ended, probe_source_name(source));
+    }
+}
+
+/// An HTTP request that arrived whole with its connection and asks to close
+/// it (see [`http_once`]): classified, answered and counted as if hyper had
+/// served it, then closed (when `socket` is dropped). Like an ended probe it
+/// holds nothing, so the connection limits do not apply.
+fn answered_at_accept(
+    edge: &Edge,
+    socket: &std::net::TcpStream,
+    peer: SocketAddr,
+    request: &OneShot,
+) {
+    let Some(source) = admit(edge, peer) else {
+        return;
+    };
+    let probe_source = probe_source_name(source);
+    let class = if probe_source.is_some() {
+        Class::Probe
+    } else {
+        Class::Http
+    };
+    tracing::Span::current().record("class", class.label());
+    edge.metrics.classified(class);
+    let source = probe_source.unwrap_or_else(|| OTHER_SOURCE.to_string());
+    let answer = edge
+        .health
+        .decide(&request.method, request.uri.path(), &source);
+    let bytes = http_once::encode(&answer, request);
+    // A new socket's send buffer is empty, and an answer is a few hundred
+    // bytes: one non-blocking write takes it whole.
+    match std::io::Write::write(&mut &*socket, &bytes) {
+        Ok(n) if n == bytes.len() => {
+            debug!(status = %answer.status, "http health answered at accept")
+        }
+        Ok(n) => debug!(
+            sent = n,
+            of = bytes.len(),
+            "http health answer at accept cut short; closed"
+        ),
+        Err(e) => debug!(error = %e, "http health answer at accept not sent; closed"),
     }
 }
 

@@ -35,28 +35,38 @@ pub struct HealthAnswers {
     pub idle: Duration,
 }
 
+/// What to answer one request, before it is written: by hyper on a
+/// served connection, or straight from the accept loop (http_once.rs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthAnswer {
+    pub status: StatusCode,
+    /// The body of a GET; a HEAD gets none.
+    pub body: String,
+    /// The connection is closed after this answer, whatever was asked.
+    pub close: bool,
+}
+
 impl HealthAnswers {
-    /// The answer to one request. `source` is the probe source label.
-    pub fn answer(&self, method: &Method, path: &str, source: &str) -> Response<Full<Bytes>> {
+    /// The answer to one request, counted. `source` is the probe source
+    /// label.
+    pub fn decide(&self, method: &Method, path: &str, source: &str) -> HealthAnswer {
         if !self.paths.iter().any(|p| p == path) {
             self.metrics
                 .rejected_total
                 .with_label_values(&["http_not_health"])
                 .inc();
-            return respond(
-                StatusCode::NOT_FOUND,
-                method,
-                "not found: only health paths are served here\n",
-                true,
-            );
+            return HealthAnswer {
+                status: StatusCode::NOT_FOUND,
+                body: "not found: only health paths are served here\n".to_string(),
+                close: true,
+            };
         }
         if method != Method::GET && method != Method::HEAD {
-            return respond(
-                StatusCode::METHOD_NOT_ALLOWED,
-                method,
-                "use GET or HEAD\n",
-                true,
-            );
+            return HealthAnswer {
+                status: StatusCode::METHOD_NOT_ALLOWED,
+                body: "use GET or HEAD\n".to_string(),
+                close: true,
+            };
         }
         self.metrics
             .probes_total
@@ -68,28 +78,40 @@ impl HealthAnswers {
         } else {
             StatusCode::SERVICE_UNAVAILABLE
         };
-        respond(status, method, &verdict.reason(), false)
+        HealthAnswer {
+            status,
+            body: verdict.reason(),
+            close: false,
+        }
+    }
+
+    /// The answer to one request as hyper's response.
+    pub fn answer(&self, method: &Method, path: &str, source: &str) -> Response<Full<Bytes>> {
+        self.decide(method, path, source).to_response(method)
     }
 }
 
-fn respond(status: StatusCode, method: &Method, body: &str, close: bool) -> Response<Full<Bytes>> {
-    let body = if method == Method::HEAD {
-        Bytes::new()
-    } else {
-        Bytes::from(body.to_string())
-    };
-    let mut response = Response::new(Full::new(body));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if close {
-        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+/// The headers every health answer carries, in the order they are sent.
+pub const CONTENT_TYPE_VALUE: &str = "text/plain; charset=utf-8";
+pub const CACHE_CONTROL_VALUE: &str = "no-store";
+
+impl HealthAnswer {
+    pub fn to_response(&self, method: &Method) -> Response<Full<Bytes>> {
+        let body = if method == Method::HEAD {
+            Bytes::new()
+        } else {
+            Bytes::from(self.body.clone())
+        };
+        let mut response = Response::new(Full::new(body));
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_VALUE));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static(CACHE_CONTROL_VALUE));
+        if self.close {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
-    response
 }
 
 /// Serves HTTP on a connection whose first bytes (`prefix`) were already
@@ -140,9 +162,14 @@ mod tests {
 
     #[test]
     fn head_has_no_body_and_not_found_closes() {
-        let head = respond(StatusCode::OK, &Method::HEAD, "ok\n", false);
+        let answer = |status, body: &str, close| HealthAnswer {
+            status,
+            body: body.to_string(),
+            close,
+        };
+        let head = answer(StatusCode::OK, "ok\n", false).to_response(&Method::HEAD);
         assert!(head.headers().get(CONNECTION).is_none());
-        let nf = respond(StatusCode::NOT_FOUND, &Method::GET, "nope\n", true);
+        let nf = answer(StatusCode::NOT_FOUND, "nope\n", true).to_response(&Method::GET);
         assert_eq!(
             nf.headers().get(CONNECTION).map(|v| v.as_bytes()),
             Some(&b"close"[..])
