@@ -10,7 +10,9 @@
 //! it is still a plain socket ([`first_look`]): a connection that has
 //! already ended is counted and closed right there; bytes read stay in the
 //! buffer for detection (an HTTP check or a Thrift client usually sends at
-//! once); a socket with nothing yet is registered and waited on as before,
+//! once; an HTTP check that is whole and asks to close is answered right
+//! there too, see protocols/http_once.rs); a socket with nothing yet is
+//! registered and waited on as before,
 //! so a silent connection is still bounded by `timeouts.first_byte`.
 //!
 //! Sockets are accepted with `accept4(SOCK_NONBLOCK)` (through rustix), so

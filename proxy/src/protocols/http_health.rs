@@ -7,7 +7,9 @@
 //! GET. Nothing else is served here — in particular not `/metrics`, which
 //! lives on the loopback admin port — and a request for any other path is
 //! answered 404 and the connection closed. Keep-alive is honoured while the
-//! peer keeps asking for health, bounded by `timeouts.idle` of silence.
+//! peer keeps asking for health, bounded by `timeouts.idle` of silence. A
+//! request that arrives whole and asks to close is answered from the
+//! accept loop instead (http_once.rs), with the same [`HealthAnswers::decide`].
 
 use std::convert::Infallible;
 use std::sync::Arc;
