@@ -1,9 +1,11 @@
 //! The public listener: every connection the load balancer sends us.
 //!
 //! The accept loop does nothing slow: it takes one non-blocking look at each
-//! new connection and counts a probe that has already ended there (see
-//! `accept.rs`), enforces `limits.max_client_connections` and spawns one
-//! task per other connection, instrumented with the peer address.
+//! new connection, counts a probe that has already ended there (see
+//! `accept.rs`) and answers an HTTP check that arrived whole and asks to
+//! close (see `protocols/http_once.rs`), enforces
+//! `limits.max_client_connections` and spawns one task per other
+//! connection, instrumented with the peer address.
 //! Each task then walks the data path in order (DESIGN.md): PROXY header,
 //! source class, per-source limit, detection, and finally one of probe /
 //! HTTP health / Thrift forwarding / reject. With `health.tcp_follows_backend`
@@ -172,8 +174,19 @@ pub async fn accept_loop(listener: TcpListener, edge: Edge, tracker: TaskTracker
                 continue;
             }
             if let Some(request) = http_once::one_shot(&buf) {
-                let _entered = span.enter();
-                answered_at_accept(&edge, &socket, peer, &request);
+                let unsent = {
+                    let _entered = span.enter();
+                    answered_at_accept(&edge, &socket, peer, &request)
+                };
+                if let Some(rest) = unsent {
+                    finish_answer(
+                        socket,
+                        rest,
+                        edge.config.timeouts.idle.get(),
+                        &tracker,
+                        span,
+                    );
+                }
                 continue;
             }
         }
@@ -226,17 +239,17 @@ fn ended_at_accept(edge: &Edge, peer: SocketAddr, ended: Detected) {
 
 /// An HTTP request that arrived whole with its connection and asks to close
 /// it (see [`http_once`]): classified, answered and counted as if hyper had
-/// served it, then closed (when `socket` is dropped). Like an ended probe it
-/// holds nothing, so the connection limits do not apply.
+/// served it. Like an ended probe it holds nothing, so the connection
+/// limits do not apply. Returns what a full send buffer left unsent (the
+/// caller finishes it); otherwise the connection is closed when `socket`
+/// is dropped.
 fn answered_at_accept(
     edge: &Edge,
     socket: &std::net::TcpStream,
     peer: SocketAddr,
     request: &OneShot,
-) {
-    let Some(source) = admit(edge, peer) else {
-        return;
-    };
+) -> Option<Vec<u8>> {
+    let source = admit(edge, peer)?;
     let probe_source = probe_source_name(source);
     let class = if probe_source.is_some() {
         Class::Probe
@@ -249,20 +262,52 @@ fn answered_at_accept(
     let answer = edge
         .health
         .decide(&request.method, request.uri.path(), &source);
-    let bytes = http_once::encode(&answer, request);
-    // A new socket's send buffer is empty, and an answer is a few hundred
-    // bytes: one non-blocking write takes it whole.
+    let mut bytes = http_once::encode(&answer, request);
+    // A new socket's send buffer is empty and an answer is a few hundred
+    // bytes: one non-blocking write nearly always takes it whole.
     match std::io::Write::write(&mut &*socket, &bytes) {
         Ok(n) if n == bytes.len() => {
-            debug!(status = %answer.status, "http health answered at accept")
+            debug!(status = %answer.status, "http health answered at accept");
+            None
         }
-        Ok(n) => debug!(
-            sent = n,
-            of = bytes.len(),
-            "http health answer at accept cut short; closed"
-        ),
-        Err(e) => debug!(error = %e, "http health answer at accept not sent; closed"),
+        Ok(n) => {
+            bytes.drain(..n);
+            Some(bytes)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Some(bytes),
+        Err(e) => {
+            debug!(error = %e, "http health answer at accept not sent; closed");
+            None
+        }
     }
+}
+
+/// The rest of an answer a full send buffer did not take at accept: sent
+/// from a task, bounded by `idle`, then the connection closed.
+fn finish_answer(
+    socket: std::net::TcpStream,
+    rest: Vec<u8>,
+    idle: Duration,
+    tracker: &TaskTracker,
+    span: tracing::Span,
+) {
+    let Ok(mut stream) = TcpStream::from_std(socket) else {
+        return;
+    };
+    tracker.spawn(
+        async move {
+            use tokio::io::AsyncWriteExt;
+            match tokio::time::timeout(idle, stream.write_all(&rest)).await {
+                Ok(Ok(())) => debug!("http health answered at accept, the rest from a task"),
+                Ok(Err(e)) => debug!(error = %e, "http health answer not sent; closed"),
+                Err(_) => debug!(
+                    ?idle,
+                    "http health answer not taken within timeouts.idle; closed"
+                ),
+            }
+        }
+        .instrument(span),
+    );
 }
 
 /// The class of `client`'s source, or `None` (counted) when
@@ -462,6 +507,58 @@ mod tests {
             (1.0, 0.0),
             "(rst probes, refused for max_client_connections)"
         );
+    }
+
+    #[tokio::test]
+    async fn a_whole_health_check_waiting_to_be_accepted_is_answered_even_when_all_places_are_taken(
+    ) {
+        let public = bind_public("127.0.0.1:0".parse().expect("addr"), 128).expect("public");
+        let admin = TcpListener::bind("127.0.0.1:0").await.expect("admin");
+        let (public_addr, admin_addr) = (
+            public.local_addr().expect("addr"),
+            admin.local_addr().expect("addr"),
+        );
+        // Both queued before the server runs: the silent one takes the only
+        // place, the check is whole in its socket when accepted. The usual
+        // path would refuse it (reset, counted max_client_connections).
+        let silent = std::net::TcpStream::connect(public_addr).expect("silent connects");
+        let mut check = std::net::TcpStream::connect(public_addr).expect("check connects");
+        std::io::Write::write_all(&mut check, b"HEAD /health HTTP/1.0\r\n\r\n").expect("write");
+        let config = Config::parse(
+            "[[backends]]\naddress = \"127.0.0.1:9\"\n[limits]\nmax_client_connections = 1\n",
+        )
+        .expect("config");
+        let (stop, stop_signals) = tokio::sync::mpsc::channel(1);
+        let server = tokio::spawn(crate::server::run(config, public, admin, stop_signals));
+        let answered = tokio::task::spawn_blocking(move || {
+            check
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            let mut answer = Vec::new();
+            let read = std::io::Read::read_to_end(&mut check, &mut answer);
+            let refused = scrape(
+                admin_addr,
+                "probegate_rejected_total{reason=\"max_client_connections\"}",
+            );
+            (
+                read.map_err(|e| e.kind()),
+                String::from_utf8_lossy(&answer).into_owned(),
+                refused,
+            )
+        })
+        .await
+        .expect("client");
+        drop(silent);
+        let _ = stop.send(StopSignal::Interrupt).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+        let (read, answer, refused) = answered;
+        assert!(read.is_ok(), "closed after the answer, not reset: {read:?}");
+        // No backend is up (port 9): the truth is 503.
+        assert!(
+            answer.starts_with("HTTP/1.0 503 Service Unavailable\r\n"),
+            "{answer:?}"
+        );
+        assert_eq!(refused, 0.0, "not refused for max_client_connections");
     }
 
     #[test]

@@ -7,10 +7,15 @@
 //! whole. Such a request is answered right there, with the same answer
 //! (and the same counting) as [`HealthAnswers::decide`] gives a request
 //! served by hyper, written as hyper writes it, and the connection closed:
-//! no epoll registration, no task, no hyper connection. A third of a probe
-//! storm is HTTP checks. Anything else takes the usual path: a request not
-//! yet complete, one that keeps the connection alive, one with a body or
-//! an `Expect`/`Upgrade` header, more bytes after the request.
+//! no epoll registration, no task, no hyper connection. Only bytes that
+//! detection takes for HTTP qualify ([`recognise`]: a known method at byte
+//! 0), so nothing is answered here that the usual path would have closed
+//! unanswered. Anything else takes the usual path: a request not yet
+//! complete, one that keeps the connection alive, one with a body or an
+//! `Expect`/`Upgrade` header, more bytes after the request, a `Connection`
+//! header hyper would not read (not ASCII).
+//!
+//! [`recognise`]: crate::detect::recognise
 //!
 //! [`first_look`]: crate::listeners::accept::first_look
 //! [`HealthAnswers::decide`]: crate::protocols::http_health::HealthAnswers::decide
@@ -20,6 +25,7 @@ use std::time::SystemTime;
 
 use hyper::{Method, Uri, Version};
 
+use crate::detect::{recognise, Detected};
 use crate::protocols::http_health::{HealthAnswer, CACHE_CONTROL_VALUE, CONTENT_TYPE_VALUE};
 
 /// Headers looked at in a request; one with more takes the usual path.
@@ -38,6 +44,10 @@ pub struct OneShot {
 /// that asks to close the connection: HTTP/1.0 without `keep-alive`, or
 /// `Connection: close`.
 pub fn one_shot(buf: &[u8]) -> Option<OneShot> {
+    // HTTP detection looks at the method alone, before any frame length.
+    if !matches!(recognise(buf, usize::MAX), Some(Detected::Http)) {
+        return None;
+    }
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     match request.parse(buf) {
@@ -53,6 +63,10 @@ pub fn one_shot(buf: &[u8]) -> Option<OneShot> {
     for header in request.headers.iter() {
         let name = header.name;
         if name.eq_ignore_ascii_case("connection") {
+            // hyper ignores a value that is not visible ASCII.
+            if !header.value.is_ascii() {
+                return None;
+            }
             for token in std::str::from_utf8(header.value).ok()?.split(',') {
                 let token = token.trim();
                 close |= token.eq_ignore_ascii_case("close");
@@ -175,6 +189,15 @@ mod tests {
             // Not HTTP/1.x as hyper parses it.
             (b"GET /health HTTP/2.0\r\n\r\n", None),
             (b"HEAD\r\n\r\n", None),
+            // Not HTTP to detection: the usual path closes these unanswered.
+            (b"FOO /health HTTP/1.0\r\n\r\n", None),
+            (b"get /health HTTP/1.0\r\n\r\n", None),
+            (b"\r\nGET /health HTTP/1.0\r\n\r\n", None),
+            // A Connection value hyper would not read.
+            (
+                "GET /health HTTP/1.1\r\nConnection: close, \u{fc}\r\n\r\n".as_bytes(),
+                None,
+            ),
         ];
         for (bytes, expected) in cases {
             let got = one_shot(bytes).map(|r| (r.method.to_string(), r.uri.path().to_string()));
@@ -226,8 +249,13 @@ mod tests {
         };
         let down = HealthAnswer {
             status: StatusCode::SERVICE_UNAVAILABLE,
-            body: "no backend up: 0/1\n".to_string(),
+            body: "unavailable: 0/1 backends up\n".to_string(),
             close: false,
+        };
+        let not_allowed = HealthAnswer {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            body: "use GET or HEAD\n".to_string(),
+            close: true,
         };
         let not_found = HealthAnswer {
             status: StatusCode::NOT_FOUND,
@@ -240,7 +268,7 @@ mod tests {
             b"GET /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
             b"HEAD /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
         ];
-        for answer in [ok, down, not_found] {
+        for answer in [ok, down, not_found, not_allowed] {
             for request in requests {
                 let ours = encode(&answer, &one_shot(request).expect("one-shot"));
                 let hypers = hyper_writes(request, answer.clone()).await;
