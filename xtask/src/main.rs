@@ -176,15 +176,20 @@ fn start(name: &'static str, command: &mut Command, stop: &AtomicBool) -> Result
             }
             Err(mpsc::RecvTimeoutError::Timeout)
                 if Instant::now() < deadline && !stop.load(Ordering::Relaxed) => {}
-            Err(_) => {
+            Err(e) => {
                 let _ = child.kill();
                 let status = child.wait().ok();
                 if stop.load(Ordering::Relaxed) {
                     bail!("stopped by a signal while {name} was starting");
                 }
-                bail!(
-                    "{name} did not report its listening addresses within {STARTUP_TIMEOUT:?} (exit: {status:?}); see its log above"
-                )
+                match (e, status) {
+                    (mpsc::RecvTimeoutError::Disconnected, Some(status)) => bail!(
+                        "{name} exited ({status}) before reporting its listening addresses; see its log above"
+                    ),
+                    _ => bail!(
+                        "{name} did not report its listening addresses within {STARTUP_TIMEOUT:?}; see its log above"
+                    ),
+                }
             }
         }
     }
@@ -297,6 +302,25 @@ mod tests {
         assert!(
             err.to_string()
                 .contains("stopped by a signal while uploader was starting"),
+            "{err}"
+        );
+        assert!(
+            started.elapsed() < STARTUP_TIMEOUT,
+            "waited {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_server_that_exits_while_starting_is_reported_with_its_status_at_once() {
+        let stop = AtomicBool::new(false);
+        let started = Instant::now();
+        let err = start("uploader", Command::new("sh").args(["-c", "exit 3"]), &stop)
+            .err()
+            .expect("a server that exits is not started");
+        assert!(
+            err.to_string()
+                .contains("uploader exited (exit status: 3) before reporting"),
             "{err}"
         );
         assert!(
