@@ -443,6 +443,24 @@ mod tests {
     use super::*;
     use crate::listeners::accept::refuse;
     use crate::shutdown::StopSignal;
+
+    /// Public and admin listeners bound before any server runs, so that
+    /// connections can be queued in the backlog first, and their addresses.
+    async fn listeners_for_queued_connections() -> (TcpListener, TcpListener, SocketAddr, SocketAddr)
+    {
+        let public = bind_public("127.0.0.1:0".parse().expect("addr"), 128).expect("public");
+        let admin = TcpListener::bind("127.0.0.1:0").await.expect("admin");
+        let (public_addr, admin_addr) = (
+            public.local_addr().expect("addr"),
+            admin.local_addr().expect("addr"),
+        );
+        (public, admin, public_addr, admin_addr)
+    }
+
+    /// Config of the servers these tests run: a backend that is never up,
+    /// one place for a client connection.
+    const ONE_PLACE: &str =
+        "[[backends]]\naddress = \"127.0.0.1:9\"\n[limits]\nmax_client_connections = 1\n";
     use std::io::{Read, Write};
     use std::time::Instant;
 
@@ -469,19 +487,11 @@ mod tests {
     /// place of its own it would have been refused.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_connection_ended_before_it_is_accepted_is_a_probe_even_when_all_places_are_taken() {
-        let public = bind_public("127.0.0.1:0".parse().expect("addr"), 128).expect("public");
-        let admin = TcpListener::bind("127.0.0.1:0").await.expect("admin");
-        let (public_addr, admin_addr) = (
-            public.local_addr().expect("addr"),
-            admin.local_addr().expect("addr"),
-        );
+        let (public, admin, public_addr, admin_addr) = listeners_for_queued_connections().await;
         let silent = std::net::TcpStream::connect(public_addr).expect("silent connects");
         let reset = std::net::TcpStream::connect(public_addr).expect("reset connects");
         refuse(reset.into());
-        let config = Config::parse(
-            "[[backends]]\naddress = \"127.0.0.1:9\"\n[limits]\nmax_client_connections = 1\n",
-        )
-        .expect("config");
+        let config = Config::parse(ONE_PLACE).expect("config");
         let (stop, stop_signals) = tokio::sync::mpsc::channel(1);
         let server = tokio::spawn(crate::server::run(config, public, admin, stop_signals));
         let rst = "probegate_probes_total{ending=\"rst\",source=\"other\"}";
@@ -512,22 +522,14 @@ mod tests {
     #[tokio::test]
     async fn a_whole_health_check_waiting_to_be_accepted_is_answered_even_when_all_places_are_taken(
     ) {
-        let public = bind_public("127.0.0.1:0".parse().expect("addr"), 128).expect("public");
-        let admin = TcpListener::bind("127.0.0.1:0").await.expect("admin");
-        let (public_addr, admin_addr) = (
-            public.local_addr().expect("addr"),
-            admin.local_addr().expect("addr"),
-        );
+        let (public, admin, public_addr, admin_addr) = listeners_for_queued_connections().await;
         // Both queued before the server runs: the silent one takes the only
         // place, the check is whole in its socket when accepted. The usual
         // path would refuse it (reset, counted max_client_connections).
         let silent = std::net::TcpStream::connect(public_addr).expect("silent connects");
         let mut check = std::net::TcpStream::connect(public_addr).expect("check connects");
         std::io::Write::write_all(&mut check, b"HEAD /health HTTP/1.0\r\n\r\n").expect("write");
-        let config = Config::parse(
-            "[[backends]]\naddress = \"127.0.0.1:9\"\n[limits]\nmax_client_connections = 1\n",
-        )
-        .expect("config");
+        let config = Config::parse(ONE_PLACE).expect("config");
         let (stop, stop_signals) = tokio::sync::mpsc::channel(1);
         let server = tokio::spawn(crate::server::run(config, public, admin, stop_signals));
         let answered = tokio::task::spawn_blocking(move || {

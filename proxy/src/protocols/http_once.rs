@@ -242,26 +242,23 @@ mod tests {
 
     #[tokio::test]
     async fn answers_are_written_byte_for_byte_as_hyper_writes_them() {
-        let ok = HealthAnswer {
-            status: StatusCode::OK,
-            body: "ok: 1/1 backends up\n".to_string(),
-            close: false,
+        let answer = |status, body: &str, close| HealthAnswer {
+            status,
+            body: body.to_string(),
+            close,
         };
-        let down = HealthAnswer {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            body: "unavailable: 0/1 backends up\n".to_string(),
-            close: false,
-        };
-        let not_allowed = HealthAnswer {
-            status: StatusCode::METHOD_NOT_ALLOWED,
-            body: "use GET or HEAD\n".to_string(),
-            close: true,
-        };
-        let not_found = HealthAnswer {
-            status: StatusCode::NOT_FOUND,
-            body: "not found: only health paths are served here\n".to_string(),
-            close: true,
-        };
+        let ok = answer(StatusCode::OK, "ok: 1/1 backends up\n", false);
+        let down = answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable: 0/1 backends up\n",
+            false,
+        );
+        let not_allowed = answer(StatusCode::METHOD_NOT_ALLOWED, "use GET or HEAD\n", true);
+        let not_found = answer(
+            StatusCode::NOT_FOUND,
+            "not found: only health paths are served here\n",
+            true,
+        );
         let requests: [&'static [u8]; 4] = [
             b"HEAD /health HTTP/1.0\r\n\r\n",
             b"GET /health HTTP/1.0\r\n\r\n",
