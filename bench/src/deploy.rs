@@ -129,6 +129,25 @@ enum Proxy {
     Answerer(Server),
 }
 
+/// A backend's connection counters at one moment (`None`: not readable, or
+/// not counted by this backend).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BackendCounts {
+    pub accepted: Option<f64>,
+    pub without_calls: Option<f64>,
+}
+
+impl BackendCounts {
+    /// What was counted between `earlier` and `self`.
+    pub fn since(self, earlier: BackendCounts) -> BackendCounts {
+        let diff = |now: Option<f64>, then: Option<f64>| Some(now? - then?);
+        BackendCounts {
+            accepted: diff(self.accepted, earlier.accepted),
+            without_calls: diff(self.without_calls, earlier.without_calls),
+        }
+    }
+}
+
 /// A running target: its backend (none for the answerer), its proxy (none for
 /// direct) and the address clients connect to.
 pub struct Deployment {
@@ -223,10 +242,18 @@ impl Deployment {
         scrape::counter(self.backend_metrics?, scrape::ACCEPTED).ok()
     }
 
-    /// The responder's connections that ended without a call, if the
-    /// backend is the responder.
-    pub fn backend_without_calls(&self) -> Option<f64> {
-        scrape::counter(self.backend_metrics?, scrape::WITHOUT_CALLS).ok()
+    /// The backend's connection counters, from one fetch of its page: the
+    /// connections it accepted and, for the responder, those that ended
+    /// without a call.
+    pub fn backend_counts(&self) -> BackendCounts {
+        let page = self
+            .backend_metrics
+            .and_then(|addr| scrape::metrics_page(addr).ok())
+            .unwrap_or_default();
+        BackendCounts {
+            accepted: scrape::sample(&page, scrape::ACCEPTED),
+            without_calls: scrape::sample(&page, scrape::WITHOUT_CALLS),
+        }
     }
 
     pub fn stop(self) {
@@ -414,6 +441,21 @@ fn humantime_nonzero(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_since_an_earlier_reading_need_both_readings() {
+        let earlier = BackendCounts {
+            accepted: Some(10.0),
+            without_calls: None,
+        };
+        let now = BackendCounts {
+            accepted: Some(13.0),
+            without_calls: Some(2.0),
+        };
+        let since = now.since(earlier);
+        assert_eq!(since.accepted, Some(3.0));
+        assert_eq!(since.without_calls, None, "not counted at the start");
+    }
 
     #[test]
     fn probegate_config_matches_the_backend() {

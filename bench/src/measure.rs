@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::thread;
 use std::time::Duration;
 
-use crate::deploy::{Deployment, Target};
+use crate::deploy::{BackendCounts, Deployment, Target};
 use crate::load::{self, Call};
 use crate::machine::Machine;
 use crate::options::Options;
@@ -43,19 +43,16 @@ struct Edges<'a> {
     storm: Option<probes::Storm>,
     proxy: Option<CpuMark>,
     backend: Option<CpuMark>,
-    accepted_before: Option<f64>,
-    without_calls_before: Option<f64>,
+    counts_before: BackendCounts,
     proxy_cpu_s: Option<f64>,
     backend_cpu_s: Option<f64>,
-    accepted: Option<f64>,
-    without_calls: Option<f64>,
+    counts: BackendCounts,
     storm_outcome: Option<probes::StormOutcome>,
 }
 
 impl load::Window for Edges<'_> {
     fn opened(&mut self) {
-        self.accepted_before = self.d.backend_accepted();
-        self.without_calls_before = self.d.backend_without_calls();
+        self.counts_before = self.d.backend_counts();
         self.proxy = self.d.proxy_pid().and_then(CpuMark::take);
         self.backend = self.d.backend_pid().and_then(CpuMark::take);
         if let Some(rate) = self.storm_rate {
@@ -67,14 +64,7 @@ impl load::Window for Edges<'_> {
         self.proxy_cpu_s = self.proxy.and_then(|m| m.seconds_since(self.clk_tck));
         self.backend_cpu_s = self.backend.and_then(|m| m.seconds_since(self.clk_tck));
         self.storm_outcome = self.storm.take().map(probes::Storm::stop);
-        self.accepted = match (self.accepted_before, self.d.backend_accepted()) {
-            (Some(a), Some(b)) => Some(b - a),
-            _ => None,
-        };
-        self.without_calls = match (self.without_calls_before, self.d.backend_without_calls()) {
-            (Some(a), Some(b)) => Some(b - a),
-            _ => None,
-        };
+        self.counts = self.d.backend_counts().since(self.counts_before);
     }
 }
 
@@ -104,12 +94,10 @@ pub fn calls_rep(
         storm: None,
         proxy: None,
         backend: None,
-        accepted_before: None,
-        without_calls_before: None,
+        counts_before: BackendCounts::default(),
         proxy_cpu_s: None,
         backend_cpu_s: None,
-        accepted: None,
-        without_calls: None,
+        counts: BackendCounts::default(),
         storm_outcome: None,
     };
     let outcome = load::run(
@@ -163,10 +151,10 @@ pub fn calls_rep(
     if let Some(rss) = d.proxy_pid().and_then(|p| rss_bytes(p).ok()) {
         m.insert("proxy_rss_mib".into(), rss as f64 / (1024.0 * 1024.0));
     }
-    if let Some(a) = edges.accepted {
+    if let Some(a) = edges.counts.accepted {
         m.insert("backend_conns_accepted".into(), a);
     }
-    if let Some(n) = edges.without_calls {
+    if let Some(n) = edges.counts.without_calls {
         m.insert("backend_conns_without_calls".into(), n);
     }
     if let Some(storm) = &edges.storm_outcome {

@@ -68,9 +68,15 @@ fn is_ok(response: &str) -> bool {
         == Some("200")
 }
 
+/// `addr`'s whole `/metrics` response, for reading several samples from
+/// one fetch with [`sample`].
+pub fn metrics_page(addr: SocketAddr) -> Result<String, ScrapeError> {
+    get(addr, "/metrics")
+}
+
 /// The value of the unlabelled sample `name` on `addr`'s `/metrics`.
 pub fn counter(addr: SocketAddr, name: &str) -> Result<f64, ScrapeError> {
-    let page = get(addr, "/metrics")?;
+    let page = metrics_page(addr)?;
     sample(&page, name).ok_or_else(|| ScrapeError::Missing {
         addr,
         name: name.to_string(),
