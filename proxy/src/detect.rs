@@ -166,6 +166,12 @@ fn starts(buf: &[u8], token: &[u8]) -> Prefix {
     }
 }
 
+/// Whether detection takes `buf` for HTTP: a known method at byte 0. Only
+/// the method is looked at, so it is cheap on any bytes.
+pub fn starts_as_http(buf: &[u8]) -> bool {
+    matches!(http_prefix(buf), Prefix::Yes)
+}
+
 fn http_prefix(buf: &[u8]) -> Prefix {
     let mut maybe = false;
     for token in HTTP_METHODS {

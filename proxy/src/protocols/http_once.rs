@@ -8,14 +8,14 @@
 //! (and the same counting) as [`HealthAnswers::decide`] gives a request
 //! served by hyper, written as hyper writes it, and the connection closed:
 //! no epoll registration, no task, no hyper connection. Only bytes that
-//! detection takes for HTTP qualify ([`recognise`]: a known method at byte
-//! 0), so nothing is answered here that the usual path would have closed
+//! detection takes for HTTP qualify ([`starts_as_http`]: a known method at
+//! byte 0), so nothing is answered here that the usual path would have closed
 //! unanswered. Anything else takes the usual path: a request not yet
 //! complete, one that keeps the connection alive, one with a body or an
 //! `Expect`/`Upgrade` header, more bytes after the request, a `Connection`
 //! header hyper would not read (not ASCII).
 //!
-//! [`recognise`]: crate::detect::recognise
+//! [`starts_as_http`]: crate::detect::starts_as_http
 //!
 //! [`first_look`]: crate::listeners::accept::first_look
 //! [`HealthAnswers::decide`]: crate::protocols::http_health::HealthAnswers::decide
@@ -25,7 +25,7 @@ use std::time::SystemTime;
 
 use hyper::{Method, Uri, Version};
 
-use crate::detect::{recognise, Detected};
+use crate::detect::starts_as_http;
 use crate::protocols::http_health::{HealthAnswer, CACHE_CONTROL_VALUE, CONTENT_TYPE_VALUE};
 
 /// Headers looked at in a request; one with more takes the usual path.
@@ -44,8 +44,9 @@ pub struct OneShot {
 /// that asks to close the connection: HTTP/1.0 without `keep-alive`, or
 /// `Connection: close`.
 pub fn one_shot(buf: &[u8]) -> Option<OneShot> {
-    // HTTP detection looks at the method alone, before any frame length.
-    if !matches!(recognise(buf, usize::MAX), Some(Detected::Http)) {
+    // Checked first: every Thrift client's first bytes pass through here,
+    // and only the method is looked at, not a Thrift header.
+    if !starts_as_http(buf) {
         return None;
     }
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
