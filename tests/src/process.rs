@@ -218,6 +218,27 @@ impl ServerProcess {
             .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
     }
 
+    /// CPU time the process has used (utime + stime), in clock ticks
+    /// (USER_HZ, 100 per second on Linux). Panics when it cannot be read.
+    pub fn cpu_ticks(&self) -> u64 {
+        let pid = self.pid();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_else(|e| panic!("/proc/{pid}/stat: {e}"));
+        // Fields after the parenthesised command name; utime and stime are
+        // the 14th and 15th of the whole line.
+        let fields: Vec<&str> = stat
+            .rfind(')')
+            .map(|end| stat[end + 1..].split_whitespace().collect())
+            .unwrap_or_default();
+        let field = |i: usize| -> u64 {
+            fields
+                .get(i)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no field {} in /proc/{pid}/stat", i + 3))
+        };
+        field(11) + field(12)
+    }
+
     pub fn config_path(&self) -> &Path {
         &self.config_path
     }

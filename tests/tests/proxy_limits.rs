@@ -212,17 +212,6 @@ fn past_max_client_connections_new_connections_are_refused_and_counted() {
     assert_eq!(client().ping().expect("served again"), "pong");
 }
 
-/// CPU time (utime + stime) of process `pid`, in clock ticks (USER_HZ,
-/// 100 per second on Linux).
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th of the whole line.
-    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
-}
-
 #[test]
 fn out_of_descriptors_accepting_pauses_instead_of_spinning_and_recovers() {
     let backend = Uploader::start(UploaderConfig::new().workers(2));
@@ -270,9 +259,9 @@ fn out_of_descriptors_accepting_pauses_instead_of_spinning_and_recovers() {
     wait_until(PROMPT, "probegate to run out of descriptors", || {
         open_fds() >= open + 4
     });
-    let before = cpu_ticks(pid);
+    let before = proxy.cpu_ticks();
     std::thread::sleep(Duration::from_secs(1));
-    let spent = cpu_ticks(pid) - before;
+    let spent = proxy.cpu_ticks() - before;
     // Spinning on the waiting connection would take the whole second.
     assert!(
         spent < 50,
