@@ -426,6 +426,24 @@ mod tests {
             .unwrap_or_else(|| panic!("no line with {containing:?} in {lines:#?}"))
     }
 
+    /// One repetition's record of `workload` on `target`.
+    fn record(
+        workload: &str,
+        shape: crate::report::Shape,
+        target: &str,
+        rep: u32,
+        metrics: &[(&str, f64)],
+    ) -> crate::report::Record {
+        crate::report::Record {
+            workload: workload.to_string(),
+            shape,
+            target: target.to_string(),
+            rep,
+            metrics: metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            notes: vec![],
+        }
+    }
+
     #[test]
     fn the_better_haproxy_is_the_reference_and_the_ratio_is_judged_against_it() {
         let s = [
@@ -565,23 +583,23 @@ mod tests {
 
     #[test]
     fn the_backends_own_count_of_callless_connections_decides_in_its_worst_window() {
-        use crate::report::{summarize, Record, Shape};
+        use crate::report::{summarize, Record};
         let storm = |without_calls: [f64; 3]| {
-            let records: Vec<Record> = without_calls
-                .iter()
-                .enumerate()
-                .map(|(rep, n)| Record {
-                    workload: "probe-storm".to_string(),
-                    shape: Shape::Storm,
-                    target: "probegate".to_string(),
-                    rep: rep as u32,
-                    metrics: BTreeMap::from([
-                        ("backend_conns_accepted".to_string(), 1.0),
-                        ("backend_conns_over_no_storm".to_string(), 0.0),
-                        ("backend_conns_without_calls".to_string(), *n),
-                        ("probes_sent".to_string(), 25_000.0),
-                    ]),
-                    notes: vec![],
+            let records: Vec<Record> = (0..)
+                .zip(without_calls)
+                .map(|(rep, n)| {
+                    record(
+                        "probe-storm",
+                        Shape::Storm,
+                        "probegate",
+                        rep,
+                        &[
+                            ("backend_conns_accepted", 1.0),
+                            ("backend_conns_over_no_storm", 0.0),
+                            ("backend_conns_without_calls", n),
+                            ("probes_sent", 25_000.0),
+                        ],
+                    )
                 })
                 .collect();
             check(&summarize(&records))
@@ -620,13 +638,8 @@ mod tests {
         let records: Vec<Record> = reps
             .iter()
             .flat_map(|(target, calls)| {
-                calls.iter().enumerate().map(|(rep, c)| Record {
-                    workload: "ping-32".to_string(),
-                    shape: Shape::Calls,
-                    target: target.to_string(),
-                    rep: rep as u32,
-                    metrics: BTreeMap::from([("calls_per_s".to_string(), *c)]),
-                    notes: vec![],
+                (0..).zip(calls).map(|(rep, c)| {
+                    record("ping-32", Shape::Calls, target, rep, &[("calls_per_s", *c)])
                 })
             })
             .collect();
@@ -663,13 +676,14 @@ mod tests {
             let records: Vec<Record> = reps
                 .iter()
                 .flat_map(|(target, values)| {
-                    values.iter().map(|(rep, v)| Record {
-                        workload: "upload-1m-nostore".to_string(),
-                        shape: Shape::Calls,
-                        target: target.to_string(),
-                        rep: *rep,
-                        metrics: BTreeMap::from([("mb_per_s".to_string(), *v)]),
-                        notes: vec![],
+                    values.iter().map(|(rep, v)| {
+                        record(
+                            "upload-1m-nostore",
+                            Shape::Calls,
+                            target,
+                            *rep,
+                            &[("mb_per_s", *v)],
+                        )
                     })
                 })
                 .collect();
