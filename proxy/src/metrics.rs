@@ -87,7 +87,7 @@ impl Ending {
 
 /// `probegate_rejected_total{reason}` values that the edge itself decides;
 /// the Thrift codec adds its own (`InvalidThrift::reason`).
-pub const REJECT_REASONS: [&str; 13] = [
+pub const REJECT_REASONS: [&str; 14] = [
     "first_bytes_timeout",
     "tls",
     "ssh",
@@ -101,6 +101,7 @@ pub const REJECT_REASONS: [&str; 13] = [
     "theader",
     "bad_thrift",
     "bad_http",
+    "register_failed",
 ];
 
 /// The probe `source` label for health checks that come from no configured

@@ -179,13 +179,7 @@ pub async fn accept_loop(listener: TcpListener, edge: Edge, tracker: TaskTracker
                     answered_at_accept(&edge, &socket, peer, &request)
                 };
                 if let Some(rest) = unsent {
-                    finish_answer(
-                        socket,
-                        rest,
-                        edge.config.timeouts.idle.get(),
-                        &tracker,
-                        span,
-                    );
+                    finish_answer(socket, rest, &edge, &tracker, span);
                 }
                 continue;
             }
@@ -250,15 +244,7 @@ fn answered_at_accept(
     request: &OneShot,
 ) -> Option<Vec<u8>> {
     let source = admit(edge, peer)?;
-    let probe_source = probe_source_name(source);
-    let class = if probe_source.is_some() {
-        Class::Probe
-    } else {
-        Class::Http
-    };
-    tracing::Span::current().record("class", class.label());
-    edge.metrics.classified(class);
-    let source = probe_source.unwrap_or_else(|| OTHER_SOURCE.to_string());
+    let (_, source) = http_classified(edge, probe_source_name(source));
     let answer = edge
         .health
         .decide(&request.method, request.uri.path(), &source);
@@ -283,16 +269,22 @@ fn answered_at_accept(
 }
 
 /// The rest of an answer a full send buffer did not take at accept: sent
-/// from a task, bounded by `idle`, then the connection closed.
+/// from a task, bounded by `timeouts.idle`, then the connection closed.
 fn finish_answer(
     socket: std::net::TcpStream,
     rest: Vec<u8>,
-    idle: Duration,
+    edge: &Edge,
     tracker: &TaskTracker,
     span: tracing::Span,
 ) {
-    let Ok(mut stream) = TcpStream::from_std(socket) else {
-        return;
+    let idle = edge.config.timeouts.idle.get();
+    let mut stream = match TcpStream::from_std(socket) {
+        Ok(stream) => stream,
+        Err(e) => {
+            edge.metrics.rejected("register_failed");
+            warn!(error = %e, "cannot register a connection to finish its health answer; closed");
+            return;
+        }
     };
     tracker.spawn(
         async move {
@@ -308,6 +300,23 @@ fn finish_answer(
         }
         .instrument(span),
     );
+}
+
+/// An HTTP connection's class (a probe from a probe source, plain HTTP
+/// otherwise), recorded on the span and counted, and the source label its
+/// health answers are counted under.
+fn http_classified(edge: &Edge, probe_source: Option<String>) -> (Class, String) {
+    let class = if probe_source.is_some() {
+        Class::Probe
+    } else {
+        Class::Http
+    };
+    tracing::Span::current().record("class", class.label());
+    edge.metrics.classified(class);
+    (
+        class,
+        probe_source.unwrap_or_else(|| OTHER_SOURCE.to_string()),
+    )
 }
 
 /// The class of `client`'s source, or `None` (counted) when
@@ -380,15 +389,8 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, mut buf: BytesMut, edge
     let span = tracing::Span::current();
     match (detected, probe_source_name(source)) {
         (Detected::Http, source) => {
-            let class = if source.is_some() {
-                Class::Probe
-            } else {
-                Class::Http
-            };
-            span.record("class", class.label());
-            edge.metrics.classified(class);
+            let (class, source) = http_classified(&edge, source);
             let _active = edge.metrics.active(class);
-            let source = source.unwrap_or_else(|| OTHER_SOURCE.to_string());
             serve_http(stream, buf, source, edge.health.clone()).await;
         }
         (Detected::Thrift { flavor, header }, None) => {
@@ -465,8 +467,8 @@ mod tests {
     use std::time::Instant;
 
     /// The value of the `/metrics` line starting with `series`, from the
-    /// admin port at `admin` (0 when absent).
-    fn scrape(admin: SocketAddr, series: &str) -> f64 {
+    /// admin port at `admin`; `None` when absent.
+    fn scrape(admin: SocketAddr, series: &str) -> Option<f64> {
         let mut stream = std::net::TcpStream::connect(admin).expect("admin connects");
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
@@ -478,7 +480,13 @@ mod tests {
         stream.read_to_string(&mut page).expect("metrics page");
         page.lines()
             .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-            .unwrap_or(0.0)
+    }
+
+    /// The refusals for `limits.max_client_connections`: a series that
+    /// exists from the start, so its absence fails the test.
+    fn refused(admin: SocketAddr) -> f64 {
+        let series = "probegate_rejected_total{reason=\"max_client_connections\"}";
+        scrape(admin, series).unwrap_or_else(|| panic!("{series} is not on the page"))
     }
 
     /// Two connections wait in the backlog before probegate accepts: a
@@ -497,13 +505,9 @@ mod tests {
         let rst = "probegate_probes_total{ending=\"rst\",source=\"other\"}";
         let deadline = Instant::now() + Duration::from_secs(5);
         let counted = tokio::task::spawn_blocking(move || loop {
-            let probes = scrape(admin_addr, rst);
+            let probes = scrape(admin_addr, rst).unwrap_or(0.0);
             if probes >= 1.0 || Instant::now() > deadline {
-                let refused = scrape(
-                    admin_addr,
-                    "probegate_rejected_total{reason=\"max_client_connections\"}",
-                );
-                return (probes, refused);
+                return (probes, refused(admin_addr));
             }
             std::thread::sleep(Duration::from_millis(10));
         })
@@ -538,14 +542,10 @@ mod tests {
                 .expect("timeout");
             let mut answer = Vec::new();
             let read = std::io::Read::read_to_end(&mut check, &mut answer);
-            let refused = scrape(
-                admin_addr,
-                "probegate_rejected_total{reason=\"max_client_connections\"}",
-            );
             (
                 read.map_err(|e| e.kind()),
                 String::from_utf8_lossy(&answer).into_owned(),
-                refused,
+                refused(admin_addr),
             )
         })
         .await
