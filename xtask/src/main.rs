@@ -292,18 +292,14 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_signal_while_a_server_starts_stops_it_without_waiting_out_the_startup_timeout() {
-        let stop = AtomicBool::new(true);
+    /// Starts `command` as the uploader, which must fail at once (well
+    /// before the startup timeout) with an error containing `expected`.
+    fn start_fails_at_once(command: &mut Command, stop: bool, expected: &str) {
         let started = Instant::now();
-        let err = start("uploader", Command::new("sleep").arg("30"), &stop)
+        let err = start("uploader", command, &AtomicBool::new(stop))
             .err()
-            .expect("a server that never listens is not started");
-        assert!(
-            err.to_string()
-                .contains("stopped by a signal while uploader was starting"),
-            "{err}"
-        );
+            .expect("the server is not started");
+        assert!(err.to_string().contains(expected), "{err}");
         assert!(
             started.elapsed() < STARTUP_TIMEOUT,
             "waited {:?}",
@@ -312,21 +308,21 @@ mod tests {
     }
 
     #[test]
-    fn a_server_that_exits_while_starting_is_reported_with_its_status_at_once() {
-        let stop = AtomicBool::new(false);
-        let started = Instant::now();
-        let err = start("uploader", Command::new("sh").args(["-c", "exit 3"]), &stop)
-            .err()
-            .expect("a server that exits is not started");
-        assert!(
-            err.to_string()
-                .contains("uploader exited (exit status: 3) before reporting"),
-            "{err}"
+    fn a_signal_while_a_server_starts_stops_it_without_waiting_out_the_startup_timeout() {
+        // A server that never listens, with the stop flag raised.
+        start_fails_at_once(
+            Command::new("sleep").arg("30"),
+            true,
+            "stopped by a signal while uploader was starting",
         );
-        assert!(
-            started.elapsed() < STARTUP_TIMEOUT,
-            "waited {:?}",
-            started.elapsed()
+    }
+
+    #[test]
+    fn a_server_that_exits_while_starting_is_reported_with_its_status_at_once() {
+        start_fails_at_once(
+            Command::new("sh").args(["-c", "exit 3"]),
+            false,
+            "uploader exited (exit status: 3) before reporting",
         );
     }
 }
