@@ -1,13 +1,13 @@
 //! Socket tricks that load-balancer health checks play, for tests that
 //! imitate them: connecting from a chosen loopback source address (a
-//! "probe range" such as `127.100.0.0/16`) and closing with RST instead of
-//! FIN.
+//! "probe range" such as `127.100.0.0/16`), closing with RST instead of
+//! FIN, and reading until the server closes (and how it did).
 //!
 //! Only loopback addresses are accepted: tests send traffic nowhere else.
 
-use std::io;
+use std::io::{self, ErrorKind, Read};
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
@@ -72,5 +72,44 @@ mod tests {
         assert!(
             connect_from("127.0.0.1".parse().unwrap(), target, Duration::from_secs(1)).is_err()
         );
+    }
+}
+
+/// How the peer ended a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    Eof,
+    Reset,
+}
+
+/// Reads until the peer closes; panics when it is still open after `timeout`.
+pub fn read_until_closed(stream: &mut TcpStream, timeout: Duration) -> (Vec<u8>, End) {
+    let deadline = Instant::now() + timeout;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "connection still open after {timeout:?}; received {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        stream
+            .set_read_timeout(Some(left))
+            .expect("set_read_timeout");
+        match stream.read(&mut buf) {
+            Ok(0) => return (got, End::Eof),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+                ) =>
+            {
+                return (got, End::Reset)
+            }
+            Err(e) => panic!("reading until the peer closes: {e}"),
+        }
     }
 }

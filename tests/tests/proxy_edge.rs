@@ -10,13 +10,13 @@
 //! proxy healthy afterwards), and PROXY protocol v1/v2 headers whose address
 //! decides the connection's class.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use e2e::net::{close_with_rst, connect_from};
+use e2e::net::{close_with_rst, connect_from, read_until_closed};
 use e2e::{
     images, metric, wait_until, within, Metrics, Probegate, ProbegateConfig, Protocol,
     ThriftClient, Transport, Uploader, UploaderConfig,
@@ -58,45 +58,6 @@ fn accepted(backend: &Uploader) -> f64 {
 
 fn backend_calls(backend: &Uploader) -> f64 {
     Metrics::scrape(backend.admin_addr()).sum("uploader_requests_total", &[])
-}
-
-/// How the peer ended a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum End {
-    Eof,
-    Reset,
-}
-
-/// Reads until the peer closes; panics when it is still open after `timeout`.
-fn read_until_closed(stream: &mut TcpStream, timeout: Duration) -> (Vec<u8>, End) {
-    let deadline = Instant::now() + timeout;
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(
-            !left.is_zero(),
-            "connection still open after {timeout:?}; received {:?}",
-            String::from_utf8_lossy(&got)
-        );
-        stream
-            .set_read_timeout(Some(left))
-            .expect("set_read_timeout");
-        match stream.read(&mut buf) {
-            Ok(0) => return (got, End::Eof),
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
-                ) =>
-            {
-                return (got, End::Reset)
-            }
-            Err(e) => panic!("reading until the peer closes: {e}"),
-        }
-    }
 }
 
 type RawClient = UploaderSyncClient<

@@ -9,7 +9,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use e2e::net::connect_from;
+use e2e::net::{connect_from, read_until_closed, End};
 use e2e::{
     http, images, metric, wait_until, within, Metrics, Probegate, ProbegateConfig, Protocol,
     ThriftClient, Transport, Uploader, UploaderConfig,
@@ -72,12 +72,9 @@ fn read_response_head(stream: &mut TcpStream) -> String {
 /// closes the connection.
 fn whole_request(source: &str, public: SocketAddr, request: &[u8]) -> String {
     let mut stream = connect_from(source.parse().expect("ip"), public, PROMPT).expect("connect");
-    stream.set_read_timeout(Some(PROMPT)).expect("timeout");
     stream.write_all(request).expect("write");
-    let mut answer = Vec::new();
-    stream
-        .read_to_end(&mut answer)
-        .expect("answered, then closed by probegate");
+    let (answer, end) = read_until_closed(&mut stream, PROMPT);
+    assert_eq!(end, End::Eof, "answered, then closed by probegate");
     String::from_utf8_lossy(&answer).into_owned()
 }
 
