@@ -13,36 +13,49 @@ use crate::deploy::Target;
 use crate::report::Summary;
 use crate::stats::Spread;
 
-fn get(summaries: &[Summary], workload: &str, target: Target, key: &str) -> Option<f64> {
-    summaries
-        .iter()
-        .find(|s| s.workload == workload && s.target == target.name())?
-        .metrics
-        .get(key)
-        .map(|s| s.median)
+/// This run's summary of `target` in `workload`, if it measured them.
+fn find<'a>(s: &'a [Summary], workload: &str, target: Target) -> Option<&'a Summary> {
+    s.iter()
+        .find(|x| x.workload == workload && x.target == target.name())
 }
 
-/// The HAProxy configuration with the best value of `key` for `workload`,
-/// and that value: max when higher is better, min otherwise.
+/// The median of `key` for `target` in `workload`.
+fn get(s: &[Summary], workload: &str, target: Target, key: &str) -> Option<f64> {
+    find(s, workload, target)?
+        .metrics
+        .get(key)
+        .map(|m| m.median)
+}
+
+/// The best of `candidates` by their value: the highest when `higher` is
+/// better, the lowest otherwise.
+fn best<T>(candidates: impl Iterator<Item = (T, f64)>, higher: bool) -> Option<(T, f64)> {
+    if higher {
+        candidates.max_by(|a, b| a.1.total_cmp(&b.1))
+    } else {
+        candidates.min_by(|a, b| a.1.total_cmp(&b.1))
+    }
+}
+
+const HAPROXY: [Target; 2] = [Target::HaproxyTcp, Target::HaproxyInspect];
+
+/// The HAProxy configuration with the best median of `key` for `workload`
+/// (see [`best`]), and that median.
 fn best_haproxy_target(
-    summaries: &[Summary],
+    s: &[Summary],
     workload: &str,
     key: &str,
     higher: bool,
 ) -> Option<(Target, f64)> {
-    let values = [Target::HaproxyTcp, Target::HaproxyInspect]
+    let medians = HAPROXY
         .into_iter()
-        .filter_map(|t| Some((t, get(summaries, workload, t, key)?)));
-    if higher {
-        values.max_by(|a, b| a.1.total_cmp(&b.1))
-    } else {
-        values.min_by(|a, b| a.1.total_cmp(&b.1))
-    }
+        .filter_map(|t| Some((t, get(s, workload, t, key)?)));
+    best(medians, higher)
 }
 
-/// The best HAProxy value of `key` for `workload` (see [`best_haproxy_target`]).
-fn best_haproxy(summaries: &[Summary], workload: &str, key: &str, higher: bool) -> Option<f64> {
-    best_haproxy_target(summaries, workload, key, higher).map(|(_, value)| value)
+/// The best HAProxy median of `key` for `workload` (see [`best_haproxy_target`]).
+fn best_haproxy(s: &[Summary], workload: &str, key: &str, higher: bool) -> Option<f64> {
+    best_haproxy_target(s, workload, key, higher).map(|(_, value)| value)
 }
 
 /// probegate's `key` over HAProxy's best in the same repetition, for each
@@ -60,18 +73,11 @@ fn per_rep_vs_best_haproxy(
     key: &str,
     higher: bool,
 ) -> Vec<Option<f64>> {
-    let by_rep = |t: Target| {
-        s.iter()
-            .find(|x| x.workload == workload && x.target == t.name())
-            .and_then(|x| x.by_rep.get(key))
-    };
+    let by_rep = |t: Target| find(s, workload, t)?.by_rep.get(key);
     let Some(probegate) = by_rep(Target::Probegate) else {
         return Vec::new();
     };
-    let haproxy: Vec<_> = [Target::HaproxyTcp, Target::HaproxyInspect]
-        .into_iter()
-        .filter_map(by_rep)
-        .collect();
+    let haproxy: Vec<_> = HAPROXY.into_iter().filter_map(by_rep).collect();
     if haproxy.is_empty() {
         return Vec::new();
     }
@@ -80,12 +86,7 @@ fn per_rep_vs_best_haproxy(
         .map(|(rep, p)| {
             // Every configuration, so the weaker one is never the reference.
             let values: Option<Vec<f64>> = haproxy.iter().map(|m| m.get(rep).copied()).collect();
-            let values = values?;
-            let best = if higher {
-                values.into_iter().max_by(f64::total_cmp)
-            } else {
-                values.into_iter().min_by(f64::total_cmp)
-            }?;
+            let (_, best) = best(values?.into_iter().map(|v| ((), v)), higher)?;
             let ratio = p / best;
             (best > 0.0 && ratio.is_finite()).then_some(ratio)
         })
@@ -95,8 +96,7 @@ fn per_rep_vs_best_haproxy(
 /// The largest value of `key` over the repetitions of `workload` on
 /// `target`.
 fn worst_rep(s: &[Summary], workload: &str, target: Target, key: &str) -> Option<f64> {
-    s.iter()
-        .find(|x| x.workload == workload && x.target == target.name())?
+    find(s, workload, target)?
         .by_rep
         .get(key)?
         .values()

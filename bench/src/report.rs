@@ -80,12 +80,10 @@ pub fn summarize(records: &[Record]) -> Vec<Summary> {
         .iter()
         .map(|key| {
             let reps = &groups[key];
-            let mut values: BTreeMap<String, Vec<f64>> = BTreeMap::new();
             let mut by_rep: BTreeMap<String, BTreeMap<u32, f64>> = BTreeMap::new();
             let mut notes = Vec::new();
             for r in reps {
                 for (k, v) in &r.metrics {
-                    values.entry(k.clone()).or_default().push(*v);
                     by_rep.entry(k.clone()).or_default().insert(r.rep, *v);
                 }
                 for n in &r.notes {
@@ -98,9 +96,12 @@ pub fn summarize(records: &[Record]) -> Vec<Summary> {
                 workload: key.0.clone(),
                 shape: reps[0].shape,
                 target: key.1.clone(),
-                metrics: values
-                    .into_iter()
-                    .filter_map(|(k, v)| Spread::of(&v).map(|s| (k, s)))
+                metrics: by_rep
+                    .iter()
+                    .filter_map(|(k, reps)| {
+                        let values: Vec<f64> = reps.values().copied().collect();
+                        Spread::of(&values).map(|s| (k.clone(), s))
+                    })
                     .collect(),
                 ratios: BTreeMap::new(),
                 by_rep,
@@ -116,6 +117,13 @@ pub fn summarize(records: &[Record]) -> Vec<Summary> {
                 .map(move |(k, v)| ((s.workload.clone(), s.target.clone(), k.clone()), v.median))
         })
         .collect();
+    // The answerers forward nothing: their speed is no proxy's, only their
+    // CPU per call is compared (as floors).
+    let answers_itself = |name: &str| {
+        Target::ALL
+            .iter()
+            .any(|t| t.answers_itself() && t.name() == name)
+    };
     for s in &mut summaries {
         for metric in RATIO_METRICS {
             let Some(own) = s.metrics.get(metric).map(|v| v.median) else {
@@ -125,13 +133,6 @@ pub fn summarize(records: &[Record]) -> Vec<Summary> {
                 if reference.name() == s.target {
                     continue;
                 }
-                // The answerers forward nothing: their speed is no proxy's,
-                // only their CPU per call is compared (as floors).
-                let answers_itself = |name: &str| {
-                    Target::ALL
-                        .iter()
-                        .any(|t| t.answers_itself() && t.name() == name)
-                };
                 if metric != "proxy_cpu_us_per_call"
                     && (answers_itself(&s.target) || reference.answers_itself())
                 {
