@@ -205,7 +205,9 @@ fn panel<DB: DrawingBackend>(
             }
         }
     }
-    for (t, target) in Target::ALL.iter().enumerate() {
+    // The legend names only the targets this panel has bars for.
+    let drawn = |t: usize| groups.iter().any(|g| g.bars.iter().any(|b| b.0 == t));
+    for (t, target) in Target::ALL.iter().enumerate().filter(|(t, _)| drawn(*t)) {
         chart
             .draw_series(std::iter::empty::<Rectangle<(f64, f64)>>())
             .map_err(|e| e.to_string())?
@@ -243,7 +245,7 @@ pub fn draw(path: &Path, summaries: &[Summary], subtitle: &str) -> Result<(), St
     )?;
     panel(
         &areas[1],
-        "proxy CPU time per call, ping workloads (utime+stime from /proc; the answerers: no backend, answering themselves on tokio and on io_uring), lower is better",
+        "proxy CPU per call (utime+stime; answerers: no backend, on tokio and io_uring), lower is better",
         "µs per call",
         &metric_groups(
             summaries,
