@@ -64,15 +64,8 @@ impl Machine {
             ));
         }
 
-        let dma_latency = if !hold_latency {
-            notes.push(
-                "cpu_dma_latency: not held (--no-latency-hold); idle CPUs may sleep deeply and wake slowly"
-                    .to_string(),
-            );
-            None
-        } else {
-            hold_dma_latency(&mut notes)
-        };
+        let (dma_latency, note) = latency_hold(hold_latency);
+        notes.push(note);
 
         notes.push(raise_nofile());
         if let Some(busy) = cpu_busy(std::time::Duration::from_millis(500)) {
@@ -96,31 +89,41 @@ impl Machine {
     }
 }
 
-/// Opens `/dev/cpu_dma_latency` and writes 0 (an `i32`): the kernel keeps
-/// CPUs out of deep idle states while the file stays open.
-fn hold_dma_latency(notes: &mut Vec<String>) -> Option<File> {
+/// Holds `/dev/cpu_dma_latency` at 0 unless `hold` is false
+/// (`--no-latency-hold`), with the line that says what happened. The
+/// latency request lasts while the returned file stays open. The `load` and
+/// `storm` subcommands hold it too, so hand-run A/B comparisons measure
+/// what a full run does.
+pub fn latency_hold(hold: bool) -> (Option<File>, String) {
+    if !hold {
+        return (
+            None,
+            "cpu_dma_latency: not held (--no-latency-hold); idle CPUs may sleep deeply and wake slowly"
+                .to_string(),
+        );
+    }
+    // The kernel keeps CPUs out of deep idle states while the file is
+    // open with 0 (an `i32`) written to it.
     match OpenOptions::new().write(true).open("/dev/cpu_dma_latency") {
         Ok(mut file) => match file.write_all(&0i32.to_ne_bytes()) {
-            Ok(()) => {
-                notes.push(
-                        "cpu_dma_latency: holding /dev/cpu_dma_latency open with 0 for the run (idle CPUs poll instead of sleeping)"
-                            .to_string(),
-                    );
-                Some(file)
-            }
-            Err(e) => {
-                notes.push(format!(
-                        "cpu_dma_latency: could not write 0 to /dev/cpu_dma_latency ({e}); expect more run-to-run spread"
-                    ));
-                None
-            }
+            Ok(()) => (
+                Some(file),
+                "cpu_dma_latency: holding /dev/cpu_dma_latency open with 0 for the run (idle CPUs poll instead of sleeping)"
+                    .to_string(),
+            ),
+            Err(e) => (
+                None,
+                format!(
+                    "cpu_dma_latency: could not write 0 to /dev/cpu_dma_latency ({e}); expect more run-to-run spread"
+                ),
+            ),
         },
-        Err(e) => {
-            notes.push(format!(
-                    "cpu_dma_latency: could not open /dev/cpu_dma_latency ({e}; needs root); expect more run-to-run spread"
-                ));
-            None
-        }
+        Err(e) => (
+            None,
+            format!(
+                "cpu_dma_latency: could not open /dev/cpu_dma_latency ({e}; needs root); expect more run-to-run spread"
+            ),
+        ),
     }
 }
 

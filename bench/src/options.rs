@@ -50,7 +50,8 @@ pub struct Options {
     /// Do not pin the load generator and the servers to separate CPUs.
     #[arg(long)]
     pub no_pin: bool,
-    /// Do not hold /dev/cpu_dma_latency at 0 (to see what it changes).
+    /// Do not hold /dev/cpu_dma_latency at 0 (to see what it changes); the
+    /// `load` and `storm` subcommands hold it too unless this is given.
     #[arg(long)]
     pub no_latency_hold: bool,
     /// How the load generator writes a call: `one` write (like Thrift's

@@ -168,8 +168,12 @@ pub fn main(options: Options) -> Result<()> {
             clients,
             secs,
             upload,
-        }) => return external_load(*addr, *clients, *secs, *upload, options.client_writes),
+        }) => {
+            let _held = hold_latency_for(&options);
+            return external_load(*addr, *clients, *secs, *upload, options.client_writes);
+        }
         Some(Role::Storm { addr, rate, secs }) => {
+            let _held = hold_latency_for(&options);
             external_storm(*addr, *rate, *secs);
             return Ok(());
         }
@@ -374,6 +378,14 @@ fn settle_disk() {
 
 /// `probegate-bench load ADDR`: closed-loop calls at a server the bench did
 /// not start; no CPU sampling (the caller knows its process).
+/// `/dev/cpu_dma_latency` held for a hand-run `load` or `storm`, as a full
+/// run holds it (unless `--no-latency-hold`), said on stderr.
+fn hold_latency_for(options: &Options) -> Option<std::fs::File> {
+    let (held, note) = crate::machine::latency_hold(!options.no_latency_hold);
+    eprintln!("{note}");
+    held
+}
+
 fn external_load(
     addr: SocketAddr,
     clients: usize,
