@@ -190,8 +190,12 @@ fn panel<DB: DrawingBackend>(
             chart
                 .draw_series(std::iter::once(Text::new(
                     text.clone(),
-                    (x0, max.max(median) + top * 0.02),
-                    ("sans-serif", 11),
+                    (x0 + width * 0.2, max.max(median) + top * 0.02),
+                    // Upright, a label is wider than its bar and runs into
+                    // the next one's.
+                    ("sans-serif", 11)
+                        .into_font()
+                        .transform(FontTransform::Rotate270),
                 )))
                 .map_err(|e| e.to_string())?;
             if max > min {
