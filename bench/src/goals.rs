@@ -213,12 +213,62 @@ fn ping32_ceiling(s: &[Summary]) -> Option<String> {
     let uring = reach(Target::AnswererUring)
         .map(|r| format!(", one costing only the io_uring answerer's {r:.2}×"))
         .unwrap_or_default();
+    let per_rep = ceiling_per_rep(s, w);
+    let per_rep = if per_rep.len() > 1 {
+        let each: Vec<String> = per_rep
+            .iter()
+            .map(|r| r.map_or("n/a".to_string(), |r| format!("{r:.2}×")))
+            .collect();
+        format!(
+            " (the answerer's, per repetition, against HAProxy's best in the same repetition: {})",
+            each.join(", ")
+        )
+    } else {
+        String::new()
+    };
     Some(format!(
-        "; the server CPU was {:.0} % busy behind probegate and {:.0} % behind HAProxy, so calls/s is the inverse of proxy + backend CPU per call: a proxy costing only the answerer's CPU would reach {:.2}×{uring}",
+        "; the server CPU was {:.0} % busy behind probegate and {:.0} % behind HAProxy, so calls/s is the inverse of proxy + backend CPU per call: a proxy costing only the answerer's CPU would reach {:.2}×{uring}{per_rep}",
         100.0 * p_busy,
         100.0 * h_busy,
         reach(Target::Answerer)?
     ))
+}
+
+/// `key` of `target` in `workload`, as measured in repetition `rep`.
+fn in_rep(s: &[Summary], workload: &str, target: Target, key: &str, rep: u32) -> Option<f64> {
+    find(s, workload, target)?
+        .by_rep
+        .get(key)?
+        .get(&rep)
+        .copied()
+}
+
+/// The ceiling of [`ping32_ceiling`] for each repetition probegate
+/// measured, each from the numbers of that repetition (HAProxy's best
+/// configuration in it, the answerer's cost and probegate's backend cost in
+/// it), so it lines up with the per-repetition verdict; `None` where one is
+/// missing.
+fn ceiling_per_rep(s: &[Summary], w: &str) -> Vec<Option<f64>> {
+    let Some(reps) = find(s, w, Target::Probegate).and_then(|p| p.by_rep.get("calls_per_s")) else {
+        return Vec::new();
+    };
+    reps.keys()
+        .map(|&rep| {
+            let calls = HAPROXY
+                .into_iter()
+                .filter_map(|t| Some((t, in_rep(s, w, t, "calls_per_s", rep)?)));
+            let (haproxy, _) = best(calls, true)?;
+            let cost = |t: Target| {
+                Some(
+                    in_rep(s, w, t, "proxy_cpu_us_per_call", rep)?
+                        + in_rep(s, w, t, "backend_cpu_us_per_call", rep)?,
+                )
+            };
+            let floor = in_rep(s, w, Target::Answerer, "proxy_cpu_us_per_call", rep)?;
+            let p_backend = in_rep(s, w, Target::Probegate, "backend_cpu_us_per_call", rep)?;
+            Some(cost(haproxy)? / (floor + p_backend))
+        })
+        .collect()
 }
 
 /// Busy share of the server CPU above which calls/s is taken to be set by
@@ -552,11 +602,63 @@ mod tests {
                 && calls.contains("costing only the answerer's CPU would reach 1.53×, one costing only the io_uring answerer's 1.73×"),
             "{calls}"
         );
+        // One repetition: no per-repetition list.
+        assert!(!calls.contains("per repetition"), "{calls}");
         // 40k x 17.5 us = 70 %: not CPU-bound, no ceiling claimed.
         let idle = check(&run(40_000.0));
         assert!(
             !line(&idle, "ping-32 calls/s").contains("answerer"),
             "{idle:?}"
+        );
+    }
+
+    #[test]
+    fn the_ceiling_is_also_given_per_repetition_from_that_repetitions_numbers() {
+        use crate::report::{summarize, Shape};
+        let cpu = |calls: f64, proxy: f64, backend: f64| {
+            [
+                ("calls_per_s", calls),
+                ("proxy_cpu_us_per_call", proxy),
+                ("backend_cpu_us_per_call", backend),
+            ]
+        };
+        let mut records = Vec::new();
+        // Repetition 1 in a faster phase: everything costs less, and
+        // haproxy-inspect is the faster configuration there. Every server
+        // CPU is saturated, in each repetition and by the medians.
+        for (rep, scale, tcp_calls, inspect_calls) in
+            [(0, 1.0, 38_000.0, 37_500.0), (1, 0.8, 30_000.0, 51_000.0)]
+        {
+            for (target, metrics) in [
+                ("haproxy-tcp", cpu(tcp_calls, 17.0 * scale, 9.0 * scale)),
+                (
+                    "haproxy-inspect",
+                    cpu(inspect_calls, 16.0 * scale, 8.0 * scale),
+                ),
+                (
+                    "probegate",
+                    cpu(57_000.0 / scale, 12.5 * scale, 5.0 * scale),
+                ),
+            ] {
+                records.push(record("ping-32", Shape::Calls, target, rep, &metrics));
+            }
+            records.push(record(
+                "ping-32",
+                Shape::Calls,
+                "answerer",
+                rep,
+                &[("proxy_cpu_us_per_call", 12.0 * scale)],
+            ));
+        }
+        let lines = check(&summarize(&records));
+        let calls = line(&lines, "ping-32 calls/s");
+        // Repetition 0: (17 + 9) / (12 + 5); repetition 1: haproxy-inspect's
+        // (12.8 + 6.4) / (9.6 + 4).
+        assert!(
+            calls.contains(
+                "per repetition, against HAProxy's best in the same repetition: 1.53×, 1.41×)"
+            ),
+            "{calls}"
         );
     }
 
