@@ -423,3 +423,43 @@ async fn a_call_already_past_its_deadline_is_not_sent() {
         "only the second call reached the backend"
     );
 }
+
+/// The race a lingering lane must not lose on a runtime with several
+/// threads: a call starts waiting for the only slot just as the lane's last
+/// reply is delivered and the lane turns idle. Lost, the waiting call would
+/// get the slot only when the lane's 1 s linger ran out. Each round starts
+/// the waiter a little later relative to the calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_call_that_starts_waiting_as_the_lane_turns_idle_is_not_left_for_the_linger() {
+    const ROUNDS: usize = 300;
+    let backend = Responder::start(FB).await;
+    let up = upstream(&backend, 1, LINGER_LONG);
+    for round in 0..ROUNDS {
+        let tickets = lane_with(&up, 2).await;
+        let waiter = {
+            let up = Arc::clone(&up);
+            tokio::spawn(async move {
+                for _ in 0..round % 16 {
+                    tokio::task::yield_now().await;
+                }
+                let started = tokio::time::Instant::now();
+                let slot = up.acquire().await.expect("slot");
+                (started.elapsed(), slot)
+            })
+        };
+        let results = send_all(&up, tickets, Duration::from_secs(5)).await;
+        assert!(
+            results.iter().all(Result::is_ok),
+            "round {round}: {results:?}"
+        );
+        let (waited, slot) = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("the waiting call gets a slot")
+            .expect("waiter task");
+        assert!(
+            waited < Duration::from_millis(900),
+            "round {round}: the waiting call got the slot after {waited:?}, when the lane's 1 s linger ran out, not when the lane turned idle"
+        );
+        drop(slot);
+    }
+}
