@@ -417,13 +417,13 @@ async fn serve(
         // Every call answered: wait `forwarding.pipeline_linger` for the
         // next one, unless a call is waiting for a slot (this one's). The
         // queue is looked at on every turn while the lane is idle, after the
-        // `Notified` is enabled, so a call that starts waiting at any point
-        // wakes the lane or is seen; and a lane retires only while someone
-        // still waits (one waiter does not close every idle lane).
+        // `Notified` is created (it receives every `notify_waiters` from its
+        // creation on, polled or not), so a call that starts waiting at any
+        // point wakes the lane or is seen; and a lane retires only while
+        // someone still waits (one waiter does not close every idle lane).
         let wanted = upstream.scheduler.slot_wanted().notified();
         tokio::pin!(wanted);
         if waiting.is_empty() {
-            wanted.as_mut().enable();
             if linger_for.is_zero() || upstream.scheduler.queue_depth() > 0 {
                 lingering = false;
                 if backend.lanes.retire_if_idle(&lane) {
