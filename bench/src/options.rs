@@ -52,7 +52,7 @@ pub struct Options {
     pub no_pin: bool,
     /// Do not hold /dev/cpu_dma_latency at 0 (to see what it changes); the
     /// `load` and `storm` subcommands hold it too unless this is given.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub no_latency_hold: bool,
     /// How the load generator writes a call: `one` write (like Thrift's
     /// C++, Java, Python and Go clients) or `two` (length, then message,

@@ -376,8 +376,6 @@ fn settle_disk() {
     }
 }
 
-/// `probegate-bench load ADDR`: closed-loop calls at a server the bench did
-/// not start; no CPU sampling (the caller knows its process).
 /// `/dev/cpu_dma_latency` held for a hand-run `load` or `storm`, as a full
 /// run holds it (unless `--no-latency-hold`), said on stderr.
 fn hold_latency_for(options: &Options) -> Option<std::fs::File> {
@@ -386,6 +384,8 @@ fn hold_latency_for(options: &Options) -> Option<std::fs::File> {
     held
 }
 
+/// `probegate-bench load ADDR`: closed-loop calls at a server the bench did
+/// not start; no CPU sampling (the caller knows its process).
 fn external_load(
     addr: SocketAddr,
     clients: usize,

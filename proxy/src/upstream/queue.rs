@@ -269,7 +269,8 @@ impl Scheduler {
     }
 
     /// Wakes (`notify_waiters`) whenever a call starts waiting for a slot;
-    /// enable the `Notified` before looking at [`Scheduler::queue_depth`].
+    /// create the `Notified` before looking at [`Scheduler::queue_depth`]
+    /// (`notify_waiters` reaches it from its creation on, polled or not).
     pub fn slot_wanted(&self) -> &Notify {
         &self.slot_wanted
     }
