@@ -21,7 +21,7 @@ pub const STORM_THREADS: usize = 2;
 const IDLE_SETTLE: Duration = Duration::from_millis(500);
 /// Pause after closing thousands of connections, so the next window does
 /// not pay for their teardown.
-const COOL_DOWN: Duration = Duration::from_secs(1);
+pub const COOL_DOWN: Duration = Duration::from_secs(1);
 
 fn new_record(workload: &str, shape: Shape, d: &Deployment, rep: u32) -> Record {
     Record {

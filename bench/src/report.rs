@@ -251,6 +251,7 @@ fn columns(shape: Shape) -> Vec<Column> {
             }),
             ("HTTP probes 200", |s| metric(s, "http_probe_ok")),
             ("ping calls/s", |s| metric(s, "calls_per_s")),
+            ("no-storm p99 µs", |s| metric(s, "p99_no_storm_us")),
             ("ping p99 µs", |s| metric(s, "p99_us")),
             ("p99 / no-storm p99", |s| metric(s, "p99_vs_no_storm")),
             ("proxy CPU µs/call", |s| metric(s, "proxy_cpu_us_per_call")),
