@@ -164,7 +164,7 @@ fn floor(s: &[Summary], workload: &str, answerer: Target) -> Option<(f64, String
     let name = answerer.name();
     Some(if workload == "ping-1" {
         (
-            2.0 * client_side,
+            floor_sides(workload) * client_side,
             format!("estimated as twice the {name}'s {client_side:.1} µs, one side each"),
         )
     } else {
@@ -173,6 +173,36 @@ fn floor(s: &[Summary], workload: &str, answerer: Target) -> Option<(f64, String
             format!("the {name}'s, the client side without any backend"),
         )
     })
+}
+
+/// How many times the answerer's cost the floor of `workload` is taken to
+/// be (see [`floor`]).
+fn floor_sides(workload: &str) -> f64 {
+    if workload == "ping-1" {
+        2.0
+    } else {
+        1.0
+    }
+}
+
+/// probegate's CPU per call over the floor on probegate's runtime, for each
+/// repetition, each from that repetition's numbers: the medians can pair an
+/// answerer measured in the VM's faster phase with a probegate measured in
+/// its slower one. Empty with fewer than two repetitions.
+fn floor_ratio_per_rep(s: &[Summary], workload: &str) -> Vec<Option<f64>> {
+    let key = "proxy_cpu_us_per_call";
+    let Some(reps) = find(s, workload, Target::Probegate).and_then(|p| p.by_rep.get(key)) else {
+        return Vec::new();
+    };
+    if reps.len() < 2 {
+        return Vec::new();
+    }
+    reps.iter()
+        .map(|(&rep, &p)| {
+            let floor = floor_sides(workload) * in_rep(s, workload, Target::Answerer, key, rep)?;
+            (floor > 0.0).then(|| p / floor)
+        })
+        .collect()
 }
 
 /// CPU per call, in µs, of `target`'s proxy and backend together.
@@ -323,10 +353,20 @@ pub fn check(s: &[Summary]) -> Vec<String> {
             get(s, w, pg, "proxy_cpu_us_per_call"),
             best_haproxy(s, w, "proxy_cpu_us_per_call", false),
         ) {
+            let per_rep = floor_ratio_per_rep(s, w);
+            let per_rep = if per_rep.is_empty() {
+                String::new()
+            } else {
+                let each: Vec<String> = per_rep
+                    .iter()
+                    .map(|r| r.map_or("n/a".to_string(), |r| format!("{r:.2}×")))
+                    .collect();
+                format!(" (per repetition: {})", each.join(", "))
+            };
             let runtime = floor(s, w, Target::Answerer)
                 .map(|(floor, why)| {
                     format!(
-                        "; reference floor on this runtime: {why} = {floor:.1} µs = {:.2}× HAProxy's best, probegate {:.2}× the floor",
+                        "; reference floor on this runtime: {why} = {floor:.1} µs = {:.2}× HAProxy's best, probegate {:.2}× the floor{per_rep}",
                         floor / h,
                         p / floor
                     )
@@ -680,6 +720,35 @@ mod tests {
         assert!(
             calls.contains("in the same repetition: n/a, 1.41×)"),
             "{calls}"
+        );
+    }
+
+    #[test]
+    fn probegate_is_also_set_against_the_floor_of_each_repetition() {
+        use crate::report::{summarize, Shape};
+        let mut records = Vec::new();
+        // Repetition 1: the answerer in a faster phase than probegate.
+        for (rep, probegate, answerer) in [(0, 20.0, 10.0), (1, 22.0, 8.0)] {
+            for (target, cpu) in [
+                ("haproxy-inspect", 22.0),
+                ("probegate", probegate),
+                ("answerer", answerer),
+            ] {
+                records.push(record(
+                    "ping-1",
+                    Shape::Calls,
+                    target,
+                    rep,
+                    &[("proxy_cpu_us_per_call", cpu)],
+                ));
+            }
+        }
+        let lines = check(&summarize(&records));
+        let cpu = line(&lines, "ping-1 proxy CPU/call");
+        // Medians: 21 / (2 x 9); each repetition: 20 / 20 and 22 / 16.
+        assert!(
+            cpu.contains("probegate 1.17× the floor (per repetition: 1.00×, 1.38×)"),
+            "{cpu}"
         );
     }
 
