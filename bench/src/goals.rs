@@ -123,10 +123,7 @@ fn judged_ratio(
     };
     let met = per_rep.iter().flatten().filter(|r| meets(**r)).count();
     let judged = 2 * met > per_rep.len();
-    let each: Vec<String> = per_rep
-        .iter()
-        .map(|r| r.map_or("n/a".to_string(), |r| format!("{r:.2}×")))
-        .collect();
+    let each = ratios_text(&per_rep);
     let disagree = if judged == meets(of_medians) {
         String::new()
     } else {
@@ -136,11 +133,21 @@ fn judged_ratio(
         judged,
         format!(
             "; per repetition, against HAProxy's best in the same repetition: {} (median {:.3}×), {met} of {} meeting the goal{disagree}",
-            each.join(", "),
+            each,
             spread.median,
             per_rep.len(),
         ),
     )
+}
+
+/// Ratios as the verdict lines print them, in order: "1.52×, n/a, 1.48×"
+/// (`None`: a ratio that could not be taken).
+fn ratios_text(ratios: &[Option<f64>]) -> String {
+    ratios
+        .iter()
+        .map(|r| r.map_or("n/a".to_string(), |r| format!("{r:.2}×")))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn verdict(ok: bool) -> &'static str {
@@ -245,13 +252,9 @@ fn ping32_ceiling(s: &[Summary]) -> Option<String> {
         .unwrap_or_default();
     let per_rep = ceiling_per_rep(s, w);
     let per_rep = if per_rep.len() > 1 {
-        let each: Vec<String> = per_rep
-            .iter()
-            .map(|r| r.map_or("n/a".to_string(), |r| format!("{r:.2}×")))
-            .collect();
         format!(
             " (per repetition, against HAProxy's best in the same repetition: {})",
-            each.join(", ")
+            ratios_text(&per_rep)
         )
     } else {
         String::new()
@@ -357,11 +360,7 @@ pub fn check(s: &[Summary]) -> Vec<String> {
             let per_rep = if per_rep.is_empty() {
                 String::new()
             } else {
-                let each: Vec<String> = per_rep
-                    .iter()
-                    .map(|r| r.map_or("n/a".to_string(), |r| format!("{r:.2}×")))
-                    .collect();
-                format!(" (per repetition: {})", each.join(", "))
+                format!(" (per repetition: {})", ratios_text(&per_rep))
             };
             let runtime = floor(s, w, Target::Answerer)
                 .map(|(floor, why)| {
