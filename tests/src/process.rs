@@ -220,6 +220,14 @@ impl ServerProcess {
 
     /// CPU time the process has used (utime + stime), in clock ticks
     /// (USER_HZ, 100 per second on Linux). Panics when it cannot be read.
+    /// Descriptors the process holds open now (`/proc/PID/fd`).
+    pub fn open_fds(&self) -> u64 {
+        let pid = self.pid();
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap_or_else(|e| panic!("/proc/{pid}/fd: {e}"))
+            .count() as u64
+    }
+
     pub fn cpu_ticks(&self) -> u64 {
         let pid = self.pid();
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))

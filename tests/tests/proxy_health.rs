@@ -79,8 +79,12 @@ fn whole_request(source: &str, public: SocketAddr, request: &[u8]) -> String {
 }
 
 /// A load balancer's check usually arrives whole and asks to close; probegate
-/// answers it from its accept loop (proxy/src/protocols/http_once.rs). The
-/// answers, the closing and the counting are those of any other request.
+/// answers it from its accept loop when it is whole by then
+/// (proxy/src/protocols/http_once.rs), through hyper otherwise. Either way
+/// the answers, the closing and the counting are the same; which path
+/// served is not fixed here (the race with accept is the client's), the
+/// in-crate test in proxy/src/listeners/public.rs pins the accept-loop
+/// path.
 #[test]
 fn whole_health_requests_that_close_are_answered_and_counted_like_any_other() {
     let backend = Uploader::start(UploaderConfig::new().workers(2));
@@ -96,7 +100,7 @@ fn whole_health_requests_that_close_are_answered_and_counted_like_any_other() {
         head.contains("\r\ncache-control: no-store\r\n") && head.ends_with("\r\n\r\n"),
         "{head}"
     );
-    // HTTP/1.1 asking to close, from elsewhere, with a body on GET.
+    // HTTP/1.1 asking to close, from elsewhere: GET, answered with a body.
     let get = whole_request(
         "127.0.0.1",
         public,

@@ -225,12 +225,7 @@ fn out_of_descriptors_accepting_pauses_instead_of_spinning_and_recovers() {
     let (public, pid) = (proxy.public_addr(), proxy.pid());
 
     // A few descriptors more than probegate holds now.
-    let open_fds = || {
-        std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .expect("fd dir")
-            .count() as u64
-    };
-    let open = open_fds();
+    let open = proxy.open_fds();
     let (mut soft, mut hard) = (0, 0);
     rlimit::prlimit(
         pid as i32,
@@ -257,7 +252,7 @@ fn out_of_descriptors_accepting_pauses_instead_of_spinning_and_recovers() {
     // (EMFILE): a look at the descriptors, not at the log, which a
     // RUST_LOG setting could silence.
     wait_until(PROMPT, "probegate to run out of descriptors", || {
-        open_fds() >= open + 4
+        proxy.open_fds() >= open + 4
     });
     let before = proxy.cpu_ticks();
     std::thread::sleep(Duration::from_secs(1));

@@ -229,7 +229,7 @@ mod tests {
         .await
         .expect("hyper closes the connection the request asked to close")
         .expect("read");
-        let _ = served.await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), served).await;
         written
     }
 

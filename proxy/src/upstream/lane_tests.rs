@@ -435,7 +435,9 @@ async fn a_call_that_starts_waiting_as_the_lane_turns_idle_is_not_left_for_the_l
     let backend = Responder::start(FB).await;
     let up = upstream(&backend, 1, LINGER_LONG);
     for round in 0..ROUNDS {
-        let tickets = lane_with(&up, 2).await;
+        let tickets = tokio::time::timeout(Duration::from_secs(5), lane_with(&up, 2))
+            .await
+            .expect("the freed slot is taken within 5 s");
         let waiter = {
             let up = Arc::clone(&up);
             tokio::spawn(async move {
