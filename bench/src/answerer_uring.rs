@@ -448,14 +448,13 @@ mod tests {
     }
 
     /// A framed strict-binary `ping` call with sequence id `seqid`.
+    /// One framed, strict-binary ping, as probegate's health checks write it.
     fn ping_frame(seqid: i32) -> Vec<u8> {
-        let mut message = vec![0x80, 0x01, 0x00, 0x01, 0, 0, 0, 4];
-        message.extend_from_slice(b"ping");
-        message.extend_from_slice(&seqid.to_be_bytes());
-        message.push(0); // the arguments' stop field
-        let mut frame = (message.len() as u32).to_be_bytes().to_vec();
-        frame.extend_from_slice(&message);
-        frame
+        probegate::upstream::health::ping_call(
+            probegate::protocols::thrift::Flavor::FRAMED_BINARY,
+            seqid,
+        )
+        .expect("encode a ping")
     }
 
     #[test]

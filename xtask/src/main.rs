@@ -272,9 +272,10 @@ fn wait_for_first_exit(servers: &mut [Server], stop: &AtomicBool) -> Exit {
 fn stop_all(servers: &mut [Server]) {
     for server in servers.iter_mut() {
         if matches!(server.child.try_wait(), Ok(None)) {
-            let _ = Command::new("kill")
-                .args(["-TERM", &server.child.id().to_string()])
-                .status();
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_child(&server.child),
+                rustix::process::Signal::TERM,
+            );
         }
     }
     let deadline = Instant::now() + STOP_TIMEOUT;
