@@ -27,6 +27,16 @@ fn get(s: &[Summary], workload: &str, target: Target, key: &str) -> Option<f64> 
         .map(|m| m.median)
 }
 
+/// `key` of `target` in `workload`, repetition by repetition.
+fn reps<'a>(
+    s: &'a [Summary],
+    workload: &str,
+    target: Target,
+    key: &str,
+) -> Option<&'a std::collections::BTreeMap<u32, f64>> {
+    find(s, workload, target)?.by_rep.get(key)
+}
+
 /// The best of `candidates` by their value: the highest when `higher` is
 /// better, the lowest otherwise.
 fn best<T>(candidates: impl Iterator<Item = (T, f64)>, higher: bool) -> Option<(T, f64)> {
@@ -73,7 +83,7 @@ fn per_rep_vs_best_haproxy(
     key: &str,
     higher: bool,
 ) -> Vec<Option<f64>> {
-    let by_rep = |t: Target| find(s, workload, t)?.by_rep.get(key);
+    let by_rep = |t: Target| reps(s, workload, t, key);
     let Some(probegate) = by_rep(Target::Probegate) else {
         return Vec::new();
     };
@@ -96,9 +106,7 @@ fn per_rep_vs_best_haproxy(
 /// The largest value of `key` over the repetitions of `workload` on
 /// `target`.
 fn worst_rep(s: &[Summary], workload: &str, target: Target, key: &str) -> Option<f64> {
-    find(s, workload, target)?
-        .by_rep
-        .get(key)?
+    reps(s, workload, target, key)?
         .values()
         .copied()
         .max_by(f64::total_cmp)
@@ -169,9 +177,10 @@ fn verdict(ok: bool) -> &'static str {
 fn floor(s: &[Summary], workload: &str, answerer: Target) -> Option<(f64, String)> {
     let client_side = get(s, workload, answerer, "proxy_cpu_us_per_call")?;
     let name = answerer.name();
-    Some(if workload == "ping-1" {
+    let sides = floor_sides(workload);
+    Some(if sides > 1.0 {
         (
-            floor_sides(workload) * client_side,
+            sides * client_side,
             format!("estimated as twice the {name}'s {client_side:.1} µs, one side each"),
         )
     } else {
@@ -198,13 +207,14 @@ fn floor_sides(workload: &str) -> f64 {
 /// its slower one. Empty with fewer than two repetitions.
 fn floor_ratio_per_rep(s: &[Summary], workload: &str) -> Vec<Option<f64>> {
     let key = "proxy_cpu_us_per_call";
-    let Some(reps) = find(s, workload, Target::Probegate).and_then(|p| p.by_rep.get(key)) else {
+    let Some(probegate) = reps(s, workload, Target::Probegate, key) else {
         return Vec::new();
     };
-    if reps.len() < 2 {
+    if probegate.len() < 2 {
         return Vec::new();
     }
-    reps.iter()
+    probegate
+        .iter()
         .map(|(&rep, &p)| {
             let floor = floor_sides(workload) * in_rep(s, workload, Target::Answerer, key, rep)?;
             (floor > 0.0).then(|| p / floor)
@@ -269,11 +279,7 @@ fn ping32_ceiling(s: &[Summary]) -> Option<String> {
 
 /// `key` of `target` in `workload`, as measured in repetition `rep`.
 fn in_rep(s: &[Summary], workload: &str, target: Target, key: &str, rep: u32) -> Option<f64> {
-    find(s, workload, target)?
-        .by_rep
-        .get(key)?
-        .get(&rep)
-        .copied()
+    reps(s, workload, target, key)?.get(&rep).copied()
 }
 
 /// The ceiling of [`ping32_ceiling`] for each repetition probegate
@@ -282,10 +288,11 @@ fn in_rep(s: &[Summary], workload: &str, target: Target, key: &str, rep: u32) ->
 /// it), so it lines up with the per-repetition verdict; `None` where one is
 /// missing.
 fn ceiling_per_rep(s: &[Summary], w: &str) -> Vec<Option<f64>> {
-    let Some(reps) = find(s, w, Target::Probegate).and_then(|p| p.by_rep.get("calls_per_s")) else {
+    let Some(probegate) = reps(s, w, Target::Probegate, "calls_per_s") else {
         return Vec::new();
     };
-    reps.keys()
+    probegate
+        .keys()
         .map(|&rep| {
             // Every configuration measured in the run, or none, as the
             // per-repetition verdict does: never the weaker one alone.
@@ -526,6 +533,11 @@ mod tests {
             .unwrap_or_else(|| panic!("no line with {containing:?} in {lines:#?}"))
     }
 
+    /// The verdict line containing `containing` for a run of `records`.
+    fn verdict_line(records: &[crate::report::Record], containing: &str) -> String {
+        line(&check(&crate::report::summarize(records)), containing).to_string()
+    }
+
     /// One repetition's record of `workload` on `target`.
     fn record(
         workload: &str,
@@ -664,7 +676,7 @@ mod tests {
 
     #[test]
     fn the_ceiling_is_also_given_per_repetition_from_that_repetitions_numbers() {
-        use crate::report::{summarize, Shape};
+        use crate::report::Shape;
         let cpu = |calls: f64, proxy: f64, backend: f64| {
             [
                 ("calls_per_s", calls),
@@ -701,8 +713,7 @@ mod tests {
                 &[("proxy_cpu_us_per_call", 12.0 * scale)],
             ));
         }
-        let lines = check(&summarize(&records));
-        let calls = line(&lines, "ping-32 calls/s");
+        let calls = verdict_line(&records, "ping-32 calls/s");
         // Repetition 0: (17 + 9) / (12 + 5); repetition 1: haproxy-inspect's
         // (12.8 + 6.4) / (9.6 + 4).
         assert!(
@@ -714,8 +725,7 @@ mod tests {
         // A configuration missing from a repetition leaves its ceiling
         // untaken, as its verdict is: not reckoned against the other one.
         records.retain(|r| !(r.target == "haproxy-tcp" && r.rep == 0));
-        let lines = check(&summarize(&records));
-        let calls = line(&lines, "ping-32 calls/s");
+        let calls = verdict_line(&records, "ping-32 calls/s");
         assert!(
             calls.contains("in the same repetition: n/a, 1.41×)"),
             "{calls}"
@@ -724,7 +734,7 @@ mod tests {
 
     #[test]
     fn probegate_is_also_set_against_the_floor_of_each_repetition() {
-        use crate::report::{summarize, Shape};
+        use crate::report::Shape;
         let mut records = Vec::new();
         // Repetition 1: the answerer in a faster phase than probegate.
         for (rep, probegate, answerer) in [(0, 20.0, 10.0), (1, 22.0, 8.0)] {
@@ -742,8 +752,7 @@ mod tests {
                 ));
             }
         }
-        let lines = check(&summarize(&records));
-        let cpu = line(&lines, "ping-1 proxy CPU/call");
+        let cpu = verdict_line(&records, "ping-1 proxy CPU/call");
         // Medians: 21 / (2 x 9); each repetition: 20 / 20 and 22 / 16.
         assert!(
             cpu.contains("probegate 1.17× the floor (per repetition: 1.00×, 1.38×)"),
@@ -834,8 +843,7 @@ mod tests {
                 })
             })
             .collect();
-        let lines = check(&summarize(&records));
-        let calls = line(&lines, "ping-32 calls/s");
+        let calls = verdict_line(&records, "ping-32 calls/s");
         assert!(
             calls.starts_with("MET")
                 && calls.contains("= 1.35× HAProxy's best 43176")
@@ -862,7 +870,7 @@ mod tests {
 
     #[test]
     fn a_ratio_goal_needs_a_strict_majority_of_repetitions_each_against_every_configuration() {
-        use crate::report::{summarize, Record, Shape};
+        use crate::report::{Record, Shape};
         let run = |reps: &[(&str, &[(u32, f64)])]| {
             let records: Vec<Record> = reps
                 .iter()
@@ -878,8 +886,7 @@ mod tests {
                     })
                 })
                 .collect();
-            let lines = check(&summarize(&records));
-            line(&lines, "upload-1m-nostore").to_string()
+            verdict_line(&records, "upload-1m-nostore")
         };
         // Two repetitions, one met and one missed: a median of 1.5× is not
         // a majority.
