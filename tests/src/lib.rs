@@ -62,7 +62,7 @@ pub use config::{ProbegateConfig, Protocol, TomlConfig, Transport, UploaderConfi
 pub use fake_oss::FakeOss;
 pub use metrics::{metric, Metrics};
 pub use process::ServerProcess;
-pub use servers::{Probegate, Uploader};
+pub use servers::{probegate_in_front, Probegate, Uploader};
 pub use tempdir::TempDir;
 pub use tools::{require_tool, Tool};
 pub use wait::{poll_until, wait_until, within};

@@ -197,6 +197,21 @@ fn probegate_launch(config: &ProbegateConfig, dir: PathBuf) -> Launch {
     }
 }
 
+/// The usual end-to-end set-up: an uploader with two workers, and probegate
+/// in front of it with two slots and whatever `configure` adds, returned
+/// once probegate counts the backend up (within `timeout`).
+pub fn probegate_in_front(
+    configure: impl FnOnce(ProbegateConfig) -> ProbegateConfig,
+    timeout: Duration,
+) -> (Uploader, Probegate) {
+    let backend = Uploader::start(UploaderConfig::new().workers(2));
+    let proxy = Probegate::start(configure(
+        ProbegateConfig::new().backend(backend.thrift_addr(), 2),
+    ));
+    proxy.wait_backends_up(&[backend.thrift_addr()], timeout);
+    (backend, proxy)
+}
+
 impl Deref for Probegate {
     type Target = ServerProcess;
     fn deref(&self) -> &ServerProcess {

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use e2e::net::{close_with_rst, connect_from, read_until_closed};
 use e2e::{
-    images, metric, wait_until, within, Metrics, Probegate, ProbegateConfig, Protocol,
-    ThriftClient, Transport, Uploader, UploaderConfig,
+    images, metric, probegate_in_front, wait_until, within, Metrics, Probegate, ProbegateConfig,
+    Protocol, ThriftClient, Transport, Uploader, UploaderConfig,
 };
 use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol};
 use thrift::transport::{TFramedReadTransport, TFramedWriteTransport};
@@ -406,14 +406,14 @@ fn expect_rejected(proxy: &Probegate, bytes: &[u8], reason: &str) -> Vec<u8> {
 
 #[test]
 fn bad_input_is_closed_and_counted_by_reason_and_the_proxy_stays_healthy() {
-    let backend = Uploader::start(UploaderConfig::new().workers(2));
-    let proxy = Probegate::start(
-        ProbegateConfig::new()
-            .backend(backend.thrift_addr(), 2)
-            .set("probes.sources", vec![PROBE_RANGE])
-            .set("timeouts.first_byte", "1500ms"),
+    let (backend, proxy) = probegate_in_front(
+        |config| {
+            config
+                .set("probes.sources", vec![PROBE_RANGE])
+                .set("timeouts.first_byte", "1500ms")
+        },
+        PROMPT,
     );
-    proxy.wait_backends_up(&[backend.thrift_addr()], PROMPT);
     let calls_before = backend_calls(&backend);
 
     // HTTP that is not a health check, from a normal address.
@@ -570,17 +570,17 @@ fn counted_once(proxy: &Probegate, before: &Metrics, what: &str, query: impl Fn(
 
 #[test]
 fn proxy_protocol_headers_decide_the_client_address() {
-    let backend = Uploader::start(UploaderConfig::new().workers(2));
-    let proxy = Probegate::start(
-        ProbegateConfig::new()
-            .backend(backend.thrift_addr(), 2)
-            .set("listen.proxy_protocol", true)
-            .set("probes.sources", vec![PROBE_RANGE])
-            .set("clients.deny", vec!["192.0.2.0/24"])
-            .set("timeouts.first_byte", "1s")
-            .set("timeouts.proxy_header", "1s"),
+    let (backend, proxy) = probegate_in_front(
+        |config| {
+            config
+                .set("listen.proxy_protocol", true)
+                .set("probes.sources", vec![PROBE_RANGE])
+                .set("clients.deny", vec!["192.0.2.0/24"])
+                .set("timeouts.first_byte", "1s")
+                .set("timeouts.proxy_header", "1s")
+        },
+        PROMPT,
     );
-    proxy.wait_backends_up(&[backend.thrift_addr()], PROMPT);
     let admin = proxy.admin_addr();
     let uploads =
         |b: &Uploader| metric(b.admin_addr(), "uploader_requests_total{method=\"upload\"}");
@@ -698,16 +698,16 @@ fn proxy_protocol_headers_decide_the_client_address() {
 
 #[test]
 fn clients_allow_and_deny_decide_by_address_and_probe_sources_are_never_forwarded() {
-    let backend = Uploader::start(UploaderConfig::new().workers(2));
-    let proxy = Probegate::start(
-        ProbegateConfig::new()
-            .backend(backend.thrift_addr(), 2)
-            .set("probes.sources", vec![PROBE_RANGE])
-            .set("clients.allow", vec!["127.0.0.0/29"])
-            .set("clients.deny", vec!["127.0.0.4/32"])
-            .set("timeouts.first_byte", "1s"),
+    let (backend, proxy) = probegate_in_front(
+        |config| {
+            config
+                .set("probes.sources", vec![PROBE_RANGE])
+                .set("clients.allow", vec!["127.0.0.0/29"])
+                .set("clients.deny", vec!["127.0.0.4/32"])
+                .set("timeouts.first_byte", "1s")
+        },
+        PROMPT,
     );
-    proxy.wait_backends_up(&[backend.thrift_addr()], PROMPT);
     let admin = proxy.admin_addr();
     let public = proxy.public_addr();
     let ip = |s: &str| -> IpAddr { s.parse().expect("test address") };

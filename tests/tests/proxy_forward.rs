@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use e2e::wait::Pending;
 use e2e::{
-    images, metric, wait_until, within, CallError, Metrics, Probegate, ProbegateConfig, Protocol,
-    ThriftClient, Transport, Uploader, UploaderConfig, ERROR_INVALID_IMAGE,
+    images, metric, probegate_in_front, wait_until, within, CallError, Metrics, Probegate,
+    ProbegateConfig, Protocol, ThriftClient, Transport, Uploader, UploaderConfig,
+    ERROR_INVALID_IMAGE,
 };
 
 /// Bound on anything that should happen promptly.
@@ -400,9 +401,7 @@ fn backend_killed_mid_call_a_non_retried_call_gets_an_exception() {
 
 #[test]
 fn per_method_metrics_match_the_calls_made() {
-    let backend = Uploader::start(UploaderConfig::new().workers(2));
-    let proxy = Probegate::start(ProbegateConfig::new().backend(backend.thrift_addr(), 2));
-    proxy.wait_backends_up(&[backend.thrift_addr()], PROMPT);
+    let (_backend, proxy) = probegate_in_front(|config| config, PROMPT);
     let mut c = client(proxy.public_addr(), PROMPT);
     for _ in 0..3 {
         assert_eq!(c.ping().expect("ping"), "pong");

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use e2e::net::connect_from;
 use e2e::{
-    metric, wait_until, Metrics, Probegate, ProbegateConfig, Protocol, TempDir, ThriftClient,
-    Transport, Uploader, UploaderConfig,
+    metric, probegate_in_front, wait_until, Metrics, Probegate, Protocol, TempDir, ThriftClient,
+    Transport,
 };
 use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol};
 use thrift::transport::{TFramedReadTransport, TFramedWriteTransport};
@@ -98,14 +98,14 @@ fn expect_closed_at_once(connected: std::io::Result<TcpStream>, what: &str) {
 #[test]
 fn per_source_limit_closes_extra_connections_and_serves_other_sources() {
     const LIMIT: usize = 3;
-    let backend = Uploader::start(UploaderConfig::new().workers(2));
-    let proxy = Probegate::start(
-        ProbegateConfig::new()
-            .backend(backend.thrift_addr(), 2)
-            .set("limits.max_connections_per_source", LIMIT as i64)
-            .set("timeouts.first_byte", "30s"),
+    let (_backend, proxy) = probegate_in_front(
+        |config| {
+            config
+                .set("limits.max_connections_per_source", LIMIT as i64)
+                .set("timeouts.first_byte", "30s")
+        },
+        PROMPT,
     );
-    proxy.wait_backends_up(&[backend.thrift_addr()], PROMPT);
     let (public, admin) = (proxy.public_addr(), proxy.admin_addr());
 
     // 127.0.0.2 uses its whole allowance with live Thrift clients.
@@ -156,13 +156,10 @@ fn per_source_limit_closes_extra_connections_and_serves_other_sources() {
 #[test]
 fn past_max_client_connections_new_connections_are_refused_and_counted() {
     const MAX: usize = 3;
-    let backend = Uploader::start(UploaderConfig::new().workers(2));
-    let proxy = Probegate::start(
-        ProbegateConfig::new()
-            .backend(backend.thrift_addr(), 2)
-            .set("limits.max_client_connections", MAX as i64),
+    let (_backend, proxy) = probegate_in_front(
+        |config| config.set("limits.max_client_connections", MAX as i64),
+        PROMPT,
     );
-    proxy.wait_backends_up(&[backend.thrift_addr()], PROMPT);
     let (public, admin) = (proxy.public_addr(), proxy.admin_addr());
     let client = || {
         ThriftClient::connect_with(public, Transport::Framed, Protocol::Binary, PROMPT)
@@ -214,14 +211,14 @@ fn past_max_client_connections_new_connections_are_refused_and_counted() {
 
 #[test]
 fn out_of_descriptors_accepting_pauses_instead_of_spinning_and_recovers() {
-    let backend = Uploader::start(UploaderConfig::new().workers(2));
-    let proxy = Probegate::start(
-        ProbegateConfig::new()
-            .backend(backend.thrift_addr(), 2)
-            .set("limits.max_connections_per_source", 1000)
-            .set("timeouts.first_byte", "30s"),
+    let (backend, proxy) = probegate_in_front(
+        |config| {
+            config
+                .set("limits.max_connections_per_source", 1000)
+                .set("timeouts.first_byte", "30s")
+        },
+        PROMPT,
     );
-    proxy.wait_backends_up(&[backend.thrift_addr()], PROMPT);
     let (public, pid) = (proxy.public_addr(), proxy.pid());
 
     // A few descriptors more than probegate holds now.
