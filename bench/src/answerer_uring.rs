@@ -325,7 +325,8 @@ impl Server {
     }
 
     /// Queues one entry, submitting what is queued first when the queue is
-    /// full.
+    /// full; an error if the kernel then takes none of it (the loop would
+    /// otherwise spin).
     fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
         loop {
             // SAFETY: a send's buffer is its connection's output, which is
@@ -337,7 +338,11 @@ impl Server {
             if unsafe { self.ring.submission().push(&entry) }.is_ok() {
                 return Ok(());
             }
-            self.ring.submit()?;
+            if self.ring.submit()? == 0 {
+                return Err(io::Error::other(
+                    "the submission queue is full and the kernel took none of it",
+                ));
+            }
         }
     }
 }
