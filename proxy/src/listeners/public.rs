@@ -179,7 +179,13 @@ pub async fn accept_loop(listener: TcpListener, edge: Edge, tracker: TaskTracker
                     answered_at_accept(&edge, &socket, peer, &request)
                 };
                 if let Some(rest) = unsent {
-                    finish_answer(socket, rest, &edge, &tracker, span);
+                    finish_answer(
+                        socket,
+                        rest,
+                        edge.config.timeouts.idle.get(),
+                        &tracker,
+                        span,
+                    );
                 }
                 continue;
             }
@@ -269,20 +275,21 @@ fn answered_at_accept(
 }
 
 /// The rest of an answer a full send buffer did not take at accept: sent
-/// from a task, bounded by `timeouts.idle`, then the connection closed.
+/// from a task, bounded by `idle` (`timeouts.idle`), then the connection
+/// closed. The connection was counted when it was classified and answered;
+/// a failure here is only logged, so it is not counted twice.
 fn finish_answer(
     socket: std::net::TcpStream,
     rest: Vec<u8>,
-    edge: &Edge,
+    idle: Duration,
     tracker: &TaskTracker,
     span: tracing::Span,
 ) {
-    let idle = edge.config.timeouts.idle.get();
     let mut stream = match TcpStream::from_std(socket) {
         Ok(stream) => stream,
         Err(e) => {
-            edge.metrics.rejected("register_failed");
-            warn!(error = %e, "cannot register a connection to finish its health answer; closed");
+            let _entered = span.enter();
+            warn!(error = %e, unsent = rest.len(), "cannot register a connection to finish its health answer; closed");
             return;
         }
     };
@@ -445,6 +452,8 @@ mod tests {
     use super::*;
     use crate::listeners::accept::refuse;
     use crate::shutdown::StopSignal;
+    use std::io::{Read, Write};
+    use std::time::Instant;
 
     /// Public and admin listeners bound before any server runs, so that
     /// connections can be queued in the backlog first, and their addresses.
@@ -463,8 +472,6 @@ mod tests {
     /// one place for a client connection.
     const ONE_PLACE: &str =
         "[[backends]]\naddress = \"127.0.0.1:9\"\n[limits]\nmax_client_connections = 1\n";
-    use std::io::{Read, Write};
-    use std::time::Instant;
 
     /// The value of the `/metrics` line starting with `series`, from the
     /// admin port at `admin`; `None` when absent.
@@ -561,6 +568,83 @@ mod tests {
             "{answer:?}"
         );
         assert_eq!(refused, 0.0, "not refused for max_client_connections");
+    }
+
+    /// A connection as the accept loop holds it (non-blocking) and its
+    /// client, which reads only when the test says.
+    fn accepted_pair() -> (std::net::TcpStream, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client = std::net::TcpStream::connect(listener.local_addr().expect("addr"))
+            .expect("client connects");
+        let (accepted, _) = listener.accept().expect("accept");
+        accepted.set_nonblocking(true).expect("non-blocking");
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        (client, accepted)
+    }
+
+    /// More than a socket's buffers hold, so the task must wait for its
+    /// reader several times (an answer's rest is far smaller; the path is
+    /// the same).
+    const MORE_THAN_BUFFERS: usize = 8 * 1024 * 1024;
+
+    #[tokio::test]
+    async fn the_rest_of_an_answer_left_unsent_at_accept_is_sent_whole_then_the_connection_closed()
+    {
+        let (mut client, accepted) = accepted_pair();
+        let rest: Vec<u8> = (0..MORE_THAN_BUFFERS).map(|i| (i % 251) as u8).collect();
+        let tracker = TaskTracker::new();
+        let idle = Duration::from_secs(5);
+        finish_answer(
+            accepted,
+            rest.clone(),
+            idle,
+            &tracker,
+            tracing::Span::none(),
+        );
+        tracker.close();
+        let received = tokio::task::spawn_blocking(move || {
+            let mut received = Vec::new();
+            client.read_to_end(&mut received).map(|_| received)
+        })
+        .await
+        .expect("reader")
+        .expect("read to the close, within 5 s");
+        assert_eq!(received.len(), rest.len(), "bytes received");
+        assert!(received == rest, "the bytes arrive in order, unchanged");
+        tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+            .await
+            .expect("the task ended once the rest was sent");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_takes_none_of_the_rest_is_closed_after_timeouts_idle() {
+        let (mut client, accepted) = accepted_pair();
+        let tracker = TaskTracker::new();
+        let idle = Duration::from_millis(200);
+        finish_answer(
+            accepted,
+            vec![b'x'; MORE_THAN_BUFFERS],
+            idle,
+            &tracker,
+            tracing::Span::none(),
+        );
+        tracker.close();
+        tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+            .await
+            .expect("the task gave up after timeouts.idle (200 ms), not waiting for the reader");
+        // Closed, not left open: what was queued arrives, then the end.
+        let read = tokio::task::spawn_blocking(move || {
+            let mut received = Vec::new();
+            client.read_to_end(&mut received).map(|_| received.len())
+        })
+        .await
+        .expect("reader");
+        match read {
+            Ok(n) => assert!(n < MORE_THAN_BUFFERS, "{n} bytes: the rest was cut short"),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+        }
     }
 
     #[test]
