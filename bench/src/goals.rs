@@ -457,9 +457,10 @@ pub fn check(s: &[Summary]) -> Vec<String> {
                 }
             ),
             // probegate's own connections (pool, health checks) also land
-            // in the window: only the excess over ping-1's says anything.
+            // in the window: only the excess over a calm window's says
+            // anything (results from before the calm window was counted).
             (None, None) => format!(
-                "UNKNOWN probe storm: {conns:.0} backend connections accepted through probegate while {sent:.0} probes arrived; without the ping-1 workload in this run there is no window without probes to compare with (goal: 0 probe connections)"
+                "UNKNOWN probe storm: {conns:.0} backend connections accepted through probegate while {sent:.0} probes arrived; no window without probes counted its backend connections to compare with (goal: 0 probe connections)"
             ),
         });
     }

@@ -596,24 +596,7 @@ fn run_workload(
                         Some(options.probe_rate),
                     );
                     compare_with_calm(&mut r, &calm);
-                    // The proxy's own new backend connections happen without
-                    // a storm too: probegate opens a second pooled
-                    // connection when a health check finds the first one
-                    // busy, and again after `pool_idle` closed it, so a
-                    // window of ping-1 sees 0 or 1. What the storm adds
-                    // beyond the most seen without it (never below none)
-                    // is what probes may have brought to the backend; the
-                    // responder's count of connections without a call
-                    // says it directly.
-                    let most = baseline(earlier, d.target, "backend_conns_accepted").map(|s| s.max);
-                    if let Some(base) = most {
-                        if let Some(conns) = r.metrics.get("backend_conns_accepted").copied() {
-                            r.metrics.insert(
-                                "backend_conns_over_no_storm".to_string(),
-                                (conns - base).max(0.0),
-                            );
-                        }
-                    }
+                    count_conns_over_calm(&mut r, &calm, earlier, d.target);
                     r
                 }
                 Kind::Idle => idle_rep(workload.name, d, options, rep),
@@ -640,15 +623,30 @@ fn compare_with_calm(storm: &mut Record, calm: &Record) {
     }
 }
 
-/// The spread of `key` in `ping-1` on the same target earlier in this run:
-/// the baseline of the storm's backend connections.
-fn baseline(earlier: &[Record], target: Target, key: &str) -> Option<crate::stats::Spread> {
-    let values: Vec<f64> = earlier
+/// The backend connections a storm window brought beyond the most seen in
+/// a window without probes on the same target (`backend_conns_over_no_storm`,
+/// never below none): the calm window just before it, and `ping-1`'s
+/// windows earlier in the run. The proxy's own new backend connections
+/// happen without a storm too: probegate opens a second pooled connection
+/// when a health check finds the first one busy, and again after
+/// `pool_idle` closed it, so a calm window sees 0 or 1. The responder's
+/// count of connections without a call says directly what probes brought;
+/// this is the judge for backends that do not count those.
+fn count_conns_over_calm(storm: &mut Record, calm: &Record, earlier: &[Record], target: Target) {
+    let key = "backend_conns_accepted";
+    let ping_1 = earlier
         .iter()
-        .filter(|r| r.workload == "ping-1" && r.target == target.name())
+        .filter(|r| r.workload == "ping-1" && r.target == target.name());
+    let most = std::iter::once(calm)
+        .chain(ping_1)
         .filter_map(|r| r.metrics.get(key).copied())
-        .collect();
-    crate::stats::Spread::of(&values)
+        .reduce(f64::max);
+    if let (Some(most), Some(conns)) = (most, storm.metrics.get(key).copied()) {
+        storm.metrics.insert(
+            "backend_conns_over_no_storm".to_string(),
+            (conns - most).max(0.0),
+        );
+    }
 }
 
 #[cfg(test)]
@@ -674,6 +672,41 @@ mod tests {
         let mut storm = window(Some(110.0));
         compare_with_calm(&mut storm, &window(None));
         assert!(!storm.metrics.contains_key("p99_vs_no_storm"));
+    }
+
+    #[test]
+    fn the_storms_backend_connections_are_judged_against_the_most_without_probes() {
+        let window = |workload: &str, target: &str, conns: Option<f64>| Record {
+            workload: workload.to_string(),
+            shape: report::Shape::Storm,
+            target: target.to_string(),
+            rep: 0,
+            metrics: conns
+                .map(|c| ("backend_conns_accepted".to_string(), c))
+                .into_iter()
+                .collect(),
+            notes: vec![],
+        };
+        let over = |calm: Option<f64>, earlier: &[Record]| {
+            let mut storm = window("probe-storm", "probegate", Some(3.0));
+            let calm = window("probe-storm", "probegate", calm);
+            count_conns_over_calm(&mut storm, &calm, earlier, Target::Probegate);
+            storm.metrics.get("backend_conns_over_no_storm").copied()
+        };
+        // The calm window alone is a baseline: no ping-1 needed in the run.
+        assert_eq!(over(Some(1.0), &[]), Some(2.0));
+        // The most of the calm window and probegate's ping-1 windows; other
+        // targets' and workloads' windows do not count.
+        let earlier = [
+            window("ping-1", "probegate", Some(2.0)),
+            window("ping-1", "haproxy-tcp", Some(64.0)),
+            window("ping-32", "probegate", Some(64.0)),
+        ];
+        assert_eq!(over(Some(1.0), &earlier), Some(1.0));
+        assert_eq!(over(None, &earlier), Some(1.0));
+        // Never below none, and nothing to judge without any baseline.
+        assert_eq!(over(Some(5.0), &[]), Some(0.0));
+        assert_eq!(over(None, &[]), None);
     }
 
     #[test]
