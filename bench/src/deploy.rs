@@ -237,11 +237,6 @@ impl Deployment {
         self.backend.as_ref().map(Server::pid)
     }
 
-    /// The backend's `uploader_connections_accepted_total`, if readable.
-    pub fn backend_accepted(&self) -> Option<f64> {
-        scrape::counter(self.backend_metrics?, scrape::ACCEPTED).ok()
-    }
-
     /// The backend's connection counters, from one fetch of its page: the
     /// connections it accepted and, for the responder, those that ended
     /// without a call.

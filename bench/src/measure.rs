@@ -172,12 +172,12 @@ pub fn calls_rep(
 
 pub fn idle_rep(workload: &str, d: &Deployment, options: &Options, rep: u32) -> Record {
     let mut r = new_record(workload, Shape::Idle, d, rep);
-    let accepted_before = d.backend_accepted();
+    let counts_before = d.backend_counts();
     let rss_before = d.proxy_pid().and_then(|p| rss_bytes(p).ok());
     let held = idle::open(d.addr, options.idle_clients);
     thread::sleep(IDLE_SETTLE);
     let rss_after = d.proxy_pid().and_then(|p| rss_bytes(p).ok());
-    let accepted_after = d.backend_accepted();
+    let accepted = d.backend_counts().since(counts_before).accepted;
     let ping = idle::ping_once(d.addr, options.client_writes);
     let m = &mut r.metrics;
     m.insert("idle_held".into(), held.count() as f64);
@@ -192,8 +192,8 @@ pub fn idle_rep(workload: &str, d: &Deployment, options: &Options, rep: u32) -> 
             );
         }
     }
-    if let (Some(a), Some(b)) = (accepted_before, accepted_after) {
-        m.insert("backend_conns_accepted".into(), b - a);
+    if let Some(accepted) = accepted {
+        m.insert("backend_conns_accepted".into(), accepted);
     }
     match ping {
         Ok(t) => {
@@ -223,10 +223,7 @@ pub fn incident_rep(
 ) -> Vec<Record> {
     let length = options.incident_window();
     let writes = options.client_writes;
-    let before: Vec<Option<f64>> = deployments
-        .iter()
-        .map(Deployment::backend_accepted)
-        .collect();
+    let before: Vec<BackendCounts> = deployments.iter().map(Deployment::backend_counts).collect();
     let addrs: Vec<SocketAddr> = deployments.iter().map(|d| d.addr).collect();
     // Independent targets with their own backends: replayed at once, since
     // what is measured is pass or fail, not speed.
@@ -251,8 +248,8 @@ pub fn incident_rep(
             m.insert("pings_passed".into(), replay.passed as f64);
             m.insert("silent_held".into(), replay.silent_held as f64);
             m.insert("rst_probes".into(), replay.rst_probes as f64);
-            if let (Some(a), Some(b)) = (before, d.backend_accepted()) {
-                m.insert("backend_conns_accepted".into(), b - a);
+            if let Some(accepted) = d.backend_counts().since(before).accepted {
+                m.insert("backend_conns_accepted".into(), accepted);
             }
             if let Some(f) = replay.first_failure {
                 r.notes.push(format!("first failed ping: {f}"));

@@ -1,10 +1,11 @@
-//! Reading the servers' admin pages: one counter from a backend's Prometheus
-//! `/metrics`, and whether probegate is `/ready`.
+//! Reading the servers' admin pages: a backend's connection counters from
+//! its Prometheus `/metrics`, and whether probegate is `/ready`.
 //!
 //! The bench asks every backend (the real `uploader` and the in-bench
 //! responder alike) for `uploader_connections_accepted_total`: the number of
 //! connections that reached it is the whole point of the probe, idle and
-//! incident workloads. Before measuring through probegate it waits for its
+//! incident workloads (the responder also counts those that ended without a
+//! call). Before measuring through probegate it waits for its
 //! `/ready` (a backend marked up), or the first calls would be refused. A tiny
 //! HTTP/1.0 GET is enough; no client library needed for a few requests.
 
@@ -29,12 +30,6 @@ pub enum ScrapeError {
         addr: SocketAddr,
         path: &'static str,
         source: std::io::Error,
-    },
-    #[error("GET http://{addr}/metrics: no `{name}` sample in {excerpt:?}")]
-    Missing {
-        addr: SocketAddr,
-        name: String,
-        excerpt: String,
     },
 }
 
@@ -72,16 +67,6 @@ fn is_ok(response: &str) -> bool {
 /// one fetch with [`sample`].
 pub fn metrics_page(addr: SocketAddr) -> Result<String, ScrapeError> {
     get(addr, "/metrics")
-}
-
-/// The value of the unlabelled sample `name` on `addr`'s `/metrics`.
-pub fn counter(addr: SocketAddr, name: &str) -> Result<f64, ScrapeError> {
-    let page = metrics_page(addr)?;
-    sample(&page, name).ok_or_else(|| ScrapeError::Missing {
-        addr,
-        name: name.to_string(),
-        excerpt: page.chars().take(300).collect(),
-    })
 }
 
 /// Finds `name value` (or `name{} value`) in a Prometheus text page.
