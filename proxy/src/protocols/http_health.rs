@@ -57,18 +57,15 @@ impl HealthAnswers {
                 .rejected_total
                 .with_label_values(&["http_not_health"])
                 .inc();
-            return HealthAnswer {
-                status: StatusCode::NOT_FOUND,
-                body: "not found: only health paths are served here\n".to_string(),
-                close: true,
-            };
+            return HealthAnswer::new(
+                StatusCode::NOT_FOUND,
+                "not found: only health paths are served here\n",
+            )
+            .closing();
         }
         if method != Method::GET && method != Method::HEAD {
-            return HealthAnswer {
-                status: StatusCode::METHOD_NOT_ALLOWED,
-                body: "use GET or HEAD\n".to_string(),
-                close: true,
-            };
+            return HealthAnswer::new(StatusCode::METHOD_NOT_ALLOWED, "use GET or HEAD\n")
+                .closing();
         }
         self.metrics
             .probes_total
@@ -80,16 +77,12 @@ impl HealthAnswers {
         } else {
             StatusCode::SERVICE_UNAVAILABLE
         };
-        HealthAnswer {
-            status,
-            body: verdict.reason(),
-            close: false,
-        }
+        HealthAnswer::new(status, verdict.reason())
     }
 
     /// The answer to one request as hyper's response.
     pub fn answer(&self, method: &Method, path: &str, source: &str) -> Response<Full<Bytes>> {
-        self.decide(method, path, source).to_response(method)
+        self.decide(method, path, source).into_response(method)
     }
 }
 
@@ -98,11 +91,29 @@ pub const CONTENT_TYPE_VALUE: &str = "text/plain; charset=utf-8";
 pub const CACHE_CONTROL_VALUE: &str = "no-store";
 
 impl HealthAnswer {
-    pub fn to_response(&self, method: &Method) -> Response<Full<Bytes>> {
+    /// An answer that leaves the connection open for the peer's next
+    /// request; see [`closing`](Self::closing).
+    pub fn new(status: StatusCode, body: impl Into<String>) -> Self {
+        HealthAnswer {
+            status,
+            body: body.into(),
+            close: false,
+        }
+    }
+
+    /// The same answer, closing the connection after it is written.
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
+    }
+
+    /// This answer as hyper's response to a `method` request, the body
+    /// moved into it (a HEAD gets none).
+    pub fn into_response(self, method: &Method) -> Response<Full<Bytes>> {
         let body = if method == Method::HEAD {
             Bytes::new()
         } else {
-            Bytes::from(self.body.clone())
+            Bytes::from(self.body)
         };
         let mut response = Response::new(Full::new(body));
         *response.status_mut() = self.status;
@@ -164,14 +175,11 @@ mod tests {
 
     #[test]
     fn head_has_no_body_and_not_found_closes() {
-        let answer = |status, body: &str, close| HealthAnswer {
-            status,
-            body: body.to_string(),
-            close,
-        };
-        let head = answer(StatusCode::OK, "ok\n", false).to_response(&Method::HEAD);
+        let head = HealthAnswer::new(StatusCode::OK, "ok\n").into_response(&Method::HEAD);
         assert!(head.headers().get(CONNECTION).is_none());
-        let nf = answer(StatusCode::NOT_FOUND, "nope\n", true).to_response(&Method::GET);
+        let nf = HealthAnswer::new(StatusCode::NOT_FOUND, "nope\n")
+            .closing()
+            .into_response(&Method::GET);
         assert_eq!(
             nf.headers().get(CONNECTION).map(|v| v.as_bytes()),
             Some(&b"close"[..])

@@ -212,7 +212,7 @@ mod tests {
     async fn hyper_writes(request: &'static [u8], answer: HealthAnswer) -> Vec<u8> {
         let (mut client, server) = tokio::io::duplex(4096);
         let service = hyper::service::service_fn(move |r: Request<hyper::body::Incoming>| {
-            let response: hyper::Response<Full<Bytes>> = answer.to_response(r.method());
+            let response: hyper::Response<Full<Bytes>> = answer.clone().into_response(r.method());
             async move { Ok::<_, Infallible>(response) }
         });
         let connection = hyper::server::conn::http1::Builder::new()
@@ -243,23 +243,18 @@ mod tests {
 
     #[tokio::test]
     async fn answers_are_written_byte_for_byte_as_hyper_writes_them() {
-        let answer = |status, body: &str, close| HealthAnswer {
-            status,
-            body: body.to_string(),
-            close,
-        };
-        let ok = answer(StatusCode::OK, "ok: 1/1 backends up\n", false);
-        let down = answer(
+        let ok = HealthAnswer::new(StatusCode::OK, "ok: 1/1 backends up\n");
+        let down = HealthAnswer::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable: 0/1 backends up\n",
-            false,
         );
-        let not_allowed = answer(StatusCode::METHOD_NOT_ALLOWED, "use GET or HEAD\n", true);
-        let not_found = answer(
+        let not_allowed =
+            HealthAnswer::new(StatusCode::METHOD_NOT_ALLOWED, "use GET or HEAD\n").closing();
+        let not_found = HealthAnswer::new(
             StatusCode::NOT_FOUND,
             "not found: only health paths are served here\n",
-            true,
-        );
+        )
+        .closing();
         let requests: [&'static [u8]; 4] = [
             b"HEAD /health HTTP/1.0\r\n\r\n",
             b"GET /health HTTP/1.0\r\n\r\n",
