@@ -37,6 +37,38 @@ fn reps<'a>(
     find(s, workload, target)?.by_rep.get(key)
 }
 
+/// `key` of `target` in `workload`, as measured in repetition `rep`.
+fn in_rep(s: &[Summary], workload: &str, target: Target, key: &str, rep: u32) -> Option<f64> {
+    reps(s, workload, target, key)?.get(&rep).copied()
+}
+
+/// Which numbers a reckoning reads: the run's medians, or one repetition's,
+/// so that the same formula gives both the headline figure and the
+/// per-repetition ones.
+#[derive(Debug, Clone, Copy)]
+enum At {
+    Median,
+    Rep(u32),
+}
+
+/// `key` of `target` in `workload`, read `at` the medians or one
+/// repetition (see [`get`] and [`in_rep`]).
+fn value(s: &[Summary], workload: &str, target: Target, key: &str, at: At) -> Option<f64> {
+    match at {
+        At::Median => get(s, workload, target, key),
+        At::Rep(rep) => in_rep(s, workload, target, key, rep),
+    }
+}
+
+/// The largest value of `key` over the repetitions of `workload` on
+/// `target`.
+fn worst_rep(s: &[Summary], workload: &str, target: Target, key: &str) -> Option<f64> {
+    reps(s, workload, target, key)?
+        .values()
+        .copied()
+        .max_by(f64::total_cmp)
+}
+
 /// The best of `candidates` by their value: the highest when `higher` is
 /// better, the lowest otherwise.
 fn best<T>(candidates: impl Iterator<Item = (T, f64)>, higher: bool) -> Option<(T, f64)> {
@@ -68,48 +100,82 @@ fn best_haproxy(s: &[Summary], workload: &str, key: &str, higher: bool) -> Optio
     best_haproxy_target(s, workload, key, higher).map(|(_, value)| value)
 }
 
+/// The HAProxy configurations that measured `key` in `workload` in this
+/// run, in any repetition.
+fn haproxy_measuring(s: &[Summary], workload: &str, key: &str) -> Vec<Target> {
+    HAPROXY
+        .into_iter()
+        .filter(|&t| reps(s, workload, t, key).is_some())
+        .collect()
+}
+
+/// The HAProxy configurations that ran `workload` in this run, whatever
+/// they measured.
+fn haproxy_in_run(s: &[Summary], workload: &str) -> Vec<Target> {
+    HAPROXY
+        .into_iter()
+        .filter(|&t| find(s, workload, t).is_some())
+        .collect()
+}
+
+/// HAProxy's best configuration by `key` in repetition `rep` of `workload`
+/// (see [`best`]), and its value there, taken over every one of `measured`
+/// (the configurations measured in the run) or none: `None` when one of
+/// them is missing from the repetition, so the weaker one alone is never
+/// the reference.
+fn best_haproxy_in_rep(
+    s: &[Summary],
+    workload: &str,
+    measured: &[Target],
+    key: &str,
+    rep: u32,
+    higher: bool,
+) -> Option<(Target, f64)> {
+    let values: Option<Vec<(Target, f64)>> = measured
+        .iter()
+        .map(|&t| Some((t, in_rep(s, workload, t, key, rep)?)))
+        .collect();
+    best(values?.into_iter(), higher)
+}
+
+/// `each(rep, value)` for each repetition in which probegate measured `key`
+/// in `workload`, with its value there, in repetition order (empty if it
+/// never did): the walk behind every per-repetition list of the verdicts.
+fn per_probegate_rep(
+    s: &[Summary],
+    workload: &str,
+    key: &str,
+    each: impl Fn(u32, f64) -> Option<f64>,
+) -> Vec<Option<f64>> {
+    reps(s, workload, Target::Probegate, key).map_or_else(Vec::new, |probegate| {
+        probegate.iter().map(|(&rep, &p)| each(rep, p)).collect()
+    })
+}
+
 /// probegate's `key` over HAProxy's best in the same repetition, for each
 /// repetition probegate measured, in repetition order: `None` where the
-/// ratio cannot be taken (a configuration of HAProxy measured in the run
-/// is missing from that repetition, or a value is not positive), which
-/// counts as a miss. Targets run in the same repetition, a few windows
-/// apart, so a drift of the VM between repetitions (it switches between a
-/// slower and a faster phase) hits both sides of each ratio alike, where
-/// the ratio of the medians can pair a fast-phase HAProxy with a
-/// slow-phase probegate.
+/// ratio cannot be taken (a configuration of HAProxy that measured `key`
+/// in the run is missing from that repetition, or a value is not
+/// positive), which counts as a miss. Targets run in the same repetition,
+/// a few windows apart, so a drift of the VM between repetitions (it
+/// switches between a slower and a faster phase) hits both sides of each
+/// ratio alike, where the ratio of the medians can pair a fast-phase
+/// HAProxy with a slow-phase probegate.
 fn per_rep_vs_best_haproxy(
     s: &[Summary],
     workload: &str,
     key: &str,
     higher: bool,
 ) -> Vec<Option<f64>> {
-    let by_rep = |t: Target| reps(s, workload, t, key);
-    let Some(probegate) = by_rep(Target::Probegate) else {
-        return Vec::new();
-    };
-    let haproxy: Vec<_> = HAPROXY.into_iter().filter_map(by_rep).collect();
+    let haproxy = haproxy_measuring(s, workload, key);
     if haproxy.is_empty() {
         return Vec::new();
     }
-    probegate
-        .iter()
-        .map(|(rep, p)| {
-            // Every configuration, so the weaker one is never the reference.
-            let values: Option<Vec<f64>> = haproxy.iter().map(|m| m.get(rep).copied()).collect();
-            let (_, best) = best(values?.into_iter().map(|v| ((), v)), higher)?;
-            let ratio = p / best;
-            (best > 0.0 && ratio.is_finite()).then_some(ratio)
-        })
-        .collect()
-}
-
-/// The largest value of `key` over the repetitions of `workload` on
-/// `target`.
-fn worst_rep(s: &[Summary], workload: &str, target: Target, key: &str) -> Option<f64> {
-    reps(s, workload, target, key)?
-        .values()
-        .copied()
-        .max_by(f64::total_cmp)
+    per_probegate_rep(s, workload, key, |rep, p| {
+        let (_, best) = best_haproxy_in_rep(s, workload, &haproxy, key, rep, higher)?;
+        let ratio = p / best;
+        (best > 0.0 && ratio.is_finite()).then_some(ratio)
+    })
 }
 
 /// A ratio goal against HAProxy's best: met when a strict majority of the
@@ -169,30 +235,17 @@ fn verdict(ok: bool) -> &'static str {
 /// The reference floor of a proxy's CPU per call in `workload`, from an
 /// answerer target measured in this run (`Target::Answerer` on probegate's
 /// runtime, `Target::AnswererUring` on io_uring: the client side alone, no
-/// backend), and how it was reckoned. With 32 connections calls to the
-/// backend can share system calls, so the floor is the client side alone,
-/// as measured; with one, every call also costs a receive, a send and a
-/// wake-up on the backend side, which is taken to cost as much again (an
-/// estimate: twice the measurement).
-fn floor(s: &[Summary], workload: &str, answerer: Target) -> Option<(f64, String)> {
-    let client_side = get(s, workload, answerer, "proxy_cpu_us_per_call")?;
-    let name = answerer.name();
-    let sides = floor_sides(workload);
-    Some(if sides > 1.0 {
-        (
-            sides * client_side,
-            format!("estimated as twice the {name}'s {client_side:.1} µs, one side each"),
-        )
-    } else {
-        (
-            client_side,
-            format!("the {name}'s, the client side without any backend"),
-        )
-    })
+/// backend), read `at` the medians or one repetition. With 32 connections
+/// calls to the backend can share system calls, so the floor is the client
+/// side alone, as measured; with one, every call also costs a receive, a
+/// send and a wake-up on the backend side, which is taken to cost as much
+/// again (an estimate: twice the measurement).
+fn floor_at(s: &[Summary], workload: &str, answerer: Target, at: At) -> Option<f64> {
+    Some(floor_sides(workload) * value(s, workload, answerer, "proxy_cpu_us_per_call", at)?)
 }
 
 /// How many times the answerer's cost the floor of `workload` is taken to
-/// be (see [`floor`]).
+/// be (see [`floor_at`]).
 fn floor_sides(workload: &str) -> f64 {
     if workload == "ping-1" {
         2.0
@@ -201,39 +254,72 @@ fn floor_sides(workload: &str) -> f64 {
     }
 }
 
+/// The floor of [`floor_at`] from the medians, and how it was reckoned.
+fn floor(s: &[Summary], workload: &str, answerer: Target) -> Option<(f64, String)> {
+    let client_side = get(s, workload, answerer, "proxy_cpu_us_per_call")?;
+    let name = answerer.name();
+    let why = if floor_sides(workload) > 1.0 {
+        format!("estimated as twice the {name}'s {client_side:.1} µs, one side each")
+    } else {
+        format!("the {name}'s, the client side without any backend")
+    };
+    Some((floor_at(s, workload, answerer, At::Median)?, why))
+}
+
 /// probegate's CPU per call over the floor on probegate's runtime, for each
 /// repetition, each from that repetition's numbers: the medians can pair an
 /// answerer measured in the VM's faster phase with a probegate measured in
 /// its slower one. Empty with fewer than two repetitions.
 fn floor_ratio_per_rep(s: &[Summary], workload: &str) -> Vec<Option<f64>> {
-    let key = "proxy_cpu_us_per_call";
-    let Some(probegate) = reps(s, workload, Target::Probegate, key) else {
-        return Vec::new();
-    };
-    if probegate.len() < 2 {
+    let per_rep = per_probegate_rep(s, workload, "proxy_cpu_us_per_call", |rep, p| {
+        let floor = floor_at(s, workload, Target::Answerer, At::Rep(rep))?;
+        (floor > 0.0).then(|| p / floor)
+    });
+    if per_rep.len() < 2 {
         return Vec::new();
     }
-    probegate
-        .iter()
-        .map(|(&rep, &p)| {
-            let floor = floor_sides(workload) * in_rep(s, workload, Target::Answerer, key, rep)?;
-            (floor > 0.0).then(|| p / floor)
-        })
-        .collect()
+    per_rep
 }
 
-/// CPU per call, in µs, of `target`'s proxy and backend together.
-fn server_cpu_per_call(s: &[Summary], workload: &str, target: Target) -> Option<f64> {
+/// CPU per call, in µs, of `target`'s proxy and backend together, read
+/// `at` the medians or one repetition.
+fn server_cpu_per_call(s: &[Summary], workload: &str, target: Target, at: At) -> Option<f64> {
     Some(
-        get(s, workload, target, "proxy_cpu_us_per_call")?
-            + get(s, workload, target, "backend_cpu_us_per_call")?,
+        value(s, workload, target, "proxy_cpu_us_per_call", at)?
+            + value(s, workload, target, "backend_cpu_us_per_call", at)?,
     )
 }
 
 /// Share of one CPU that `target`'s proxy and backend used per second of
-/// `workload`: calls/s times their CPU per call.
+/// `workload`: calls/s times their CPU per call (medians).
 fn server_cpu_busy(s: &[Summary], workload: &str, target: Target) -> Option<f64> {
-    Some(get(s, workload, target, "calls_per_s")? * server_cpu_per_call(s, workload, target)? / 1e6)
+    Some(
+        get(s, workload, target, "calls_per_s")?
+            * server_cpu_per_call(s, workload, target, At::Median)?
+            / 1e6,
+    )
+}
+
+/// Busy share of the server CPU above which calls/s is taken to be set by
+/// CPU per call.
+const SATURATED: f64 = 0.95;
+
+/// What a proxy costing only `answerer`'s CPU (with probegate's backend
+/// cost) would reach against HAProxy's `haproxy` configuration when the
+/// server CPU is saturated (see [`ping32_ceiling`]): HAProxy's proxy +
+/// backend CPU per call over the answerer's + probegate's backend's, read
+/// `at` the medians or one repetition.
+fn ceiling(
+    s: &[Summary],
+    workload: &str,
+    haproxy: Target,
+    answerer: Target,
+    at: At,
+) -> Option<f64> {
+    let cpu = |target, key| value(s, workload, target, key, at);
+    let floor = cpu(answerer, "proxy_cpu_us_per_call")?;
+    let p_backend = cpu(Target::Probegate, "backend_cpu_us_per_call")?;
+    Some(server_cpu_per_call(s, workload, haproxy, at)? / (floor + p_backend))
 }
 
 /// When the server CPU is saturated behind both probegate and HAProxy's
@@ -252,11 +338,7 @@ fn ping32_ceiling(s: &[Summary]) -> Option<String> {
     if p_busy.min(h_busy) < SATURATED {
         return None;
     }
-    let h_cost = server_cpu_per_call(s, w, haproxy)?;
-    let p_backend = get(s, w, Target::Probegate, "backend_cpu_us_per_call")?;
-    let reach = |answerer| {
-        get(s, w, answerer, "proxy_cpu_us_per_call").map(|floor| h_cost / (floor + p_backend))
-    };
+    let reach = |answerer| ceiling(s, w, haproxy, answerer, At::Median);
     let uring = reach(Target::AnswererUring)
         .map(|r| format!(", one costing only the io_uring answerer's {r:.2}×"))
         .unwrap_or_default();
@@ -277,47 +359,22 @@ fn ping32_ceiling(s: &[Summary]) -> Option<String> {
     ))
 }
 
-/// `key` of `target` in `workload`, as measured in repetition `rep`.
-fn in_rep(s: &[Summary], workload: &str, target: Target, key: &str, rep: u32) -> Option<f64> {
-    reps(s, workload, target, key)?.get(&rep).copied()
-}
-
 /// The ceiling of [`ping32_ceiling`] for each repetition probegate
 /// measured, each from the numbers of that repetition (HAProxy's best
 /// configuration in it, the answerer's cost and probegate's backend cost in
 /// it), so it lines up with the per-repetition verdict; `None` where one is
-/// missing.
-fn ceiling_per_rep(s: &[Summary], w: &str) -> Vec<Option<f64>> {
-    let Some(probegate) = reps(s, w, Target::Probegate, "calls_per_s") else {
-        return Vec::new();
-    };
-    probegate
-        .keys()
-        .map(|&rep| {
-            // Every configuration measured in the run, or none, as the
-            // per-repetition verdict does: never the weaker one alone.
-            let calls: Option<Vec<(Target, f64)>> = HAPROXY
-                .into_iter()
-                .filter(|&t| find(s, w, t).is_some())
-                .map(|t| Some((t, in_rep(s, w, t, "calls_per_s", rep)?)))
-                .collect();
-            let (haproxy, _) = best(calls?.into_iter(), true)?;
-            let cost = |t: Target| {
-                Some(
-                    in_rep(s, w, t, "proxy_cpu_us_per_call", rep)?
-                        + in_rep(s, w, t, "backend_cpu_us_per_call", rep)?,
-                )
-            };
-            let floor = in_rep(s, w, Target::Answerer, "proxy_cpu_us_per_call", rep)?;
-            let p_backend = in_rep(s, w, Target::Probegate, "backend_cpu_us_per_call", rep)?;
-            Some(cost(haproxy)? / (floor + p_backend))
-        })
-        .collect()
+/// missing. HAProxy's best is taken over every configuration that ran the
+/// workload, or none: never the weaker one alone. That is a touch stricter
+/// than the verdict, which counts only the configurations that measured
+/// calls/s: one that ran without measuring it leaves every ceiling here
+/// untaken while the verdict is judged against the other.
+fn ceiling_per_rep(s: &[Summary], workload: &str) -> Vec<Option<f64>> {
+    let in_run = haproxy_in_run(s, workload);
+    per_probegate_rep(s, workload, "calls_per_s", |rep, _| {
+        let (haproxy, _) = best_haproxy_in_rep(s, workload, &in_run, "calls_per_s", rep, true)?;
+        ceiling(s, workload, haproxy, Target::Answerer, At::Rep(rep))
+    })
 }
-
-/// Busy share of the server CPU above which calls/s is taken to be set by
-/// CPU per call.
-const SATURATED: f64 = 0.95;
 
 /// One line per target of the issue that this run measured.
 pub fn check(s: &[Summary]) -> Vec<String> {
@@ -505,7 +562,7 @@ pub fn check(s: &[Summary]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::Shape;
+    use crate::report::{summarize, Record, Shape};
     use crate::stats::Spread;
     use std::collections::BTreeMap;
 
@@ -535,19 +592,19 @@ mod tests {
     }
 
     /// The verdict line containing `containing` for a run of `records`.
-    fn verdict_line(records: &[crate::report::Record], containing: &str) -> String {
-        line(&check(&crate::report::summarize(records)), containing).to_string()
+    fn verdict_line(records: &[Record], containing: &str) -> String {
+        line(&check(&summarize(records)), containing).to_string()
     }
 
     /// One repetition's record of `workload` on `target`.
     fn record(
         workload: &str,
-        shape: crate::report::Shape,
+        shape: Shape,
         target: &str,
         rep: u32,
         metrics: &[(&str, f64)],
-    ) -> crate::report::Record {
-        crate::report::Record {
+    ) -> Record {
+        Record {
             workload: workload.to_string(),
             shape,
             target: target.to_string(),
@@ -555,6 +612,16 @@ mod tests {
             metrics: metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             notes: vec![],
         }
+    }
+
+    /// The metrics a saturated ping-32 is judged by: calls/s, and the
+    /// proxy's and the backend's CPU per call in µs.
+    fn cpu(calls: f64, proxy: f64, backend: f64) -> [(&'static str, f64); 3] {
+        [
+            ("calls_per_s", calls),
+            ("proxy_cpu_us_per_call", proxy),
+            ("backend_cpu_us_per_call", backend),
+        ]
     }
 
     #[test]
@@ -579,21 +646,21 @@ mod tests {
 
     #[test]
     fn the_cpu_lines_give_the_floor_measured_in_the_run() {
-        let cpu = |w: &str, h: f64, p: f64, floor: f64| {
+        let run = |w: &str, h: f64, p: f64, floor: f64| {
             [
                 summary(w, Target::HaproxyInspect, &[("proxy_cpu_us_per_call", h)]),
                 summary(w, Target::Probegate, &[("proxy_cpu_us_per_call", p)]),
                 summary(w, Target::Answerer, &[("proxy_cpu_us_per_call", floor)]),
             ]
         };
-        let one = check(&cpu("ping-1", 20.0, 19.0, 8.0));
+        let one = check(&run("ping-1", 20.0, 19.0, 8.0));
         let one = line(&one, "ping-1 proxy CPU/call");
         assert!(one.starts_with("MISSED") && one.contains("0.95×"), "{one}");
         assert!(
             one.contains("reference floor on this runtime: estimated as twice the answerer's 8.0 µs, one side each = 16.0 µs = 0.80× HAProxy's best, probegate 1.19× the floor"),
             "{one}"
         );
-        let many = check(&cpu("ping-32", 14.0, 9.8, 9.1));
+        let many = check(&run("ping-32", 14.0, 9.8, 9.1));
         let many = line(&many, "ping-32 proxy CPU/call");
         assert!(
             many.starts_with("MISSED") && many.contains("0.70×"),
@@ -603,7 +670,7 @@ mod tests {
             many.contains("= 9.1 µs = 0.65× HAProxy's best, probegate 1.08× the floor"),
             "{many}"
         );
-        let without = check(&cpu("ping-32", 14.0, 9.8, 9.1)[..2]);
+        let without = check(&run("ping-32", 14.0, 9.8, 9.1)[..2]);
         assert!(
             !line(&without, "ping-32 proxy CPU/call").contains("floor"),
             "no floor without the answerer target: {without:?}"
@@ -612,7 +679,7 @@ mod tests {
             !many.contains("io_uring"),
             "no io_uring floor without its answerer: {many}"
         );
-        let mut both = cpu("ping-1", 20.0, 19.0, 8.0).to_vec();
+        let mut both = run("ping-1", 20.0, 19.0, 8.0).to_vec();
         both.push(summary(
             "ping-1",
             Target::AnswererUring,
@@ -628,13 +695,6 @@ mod tests {
 
     #[test]
     fn a_saturated_server_cpu_gives_the_ceiling_a_proxy_at_the_floor_would_reach() {
-        let cpu = |calls: f64, proxy: f64, backend: f64| {
-            vec![
-                ("calls_per_s", calls),
-                ("proxy_cpu_us_per_call", proxy),
-                ("backend_cpu_us_per_call", backend),
-            ]
-        };
         let run = |probegate_calls: f64| {
             [
                 summary("ping-32", Target::HaproxyTcp, &cpu(38_000.0, 17.0, 9.0)),
@@ -677,14 +737,6 @@ mod tests {
 
     #[test]
     fn the_ceiling_is_also_given_per_repetition_from_that_repetitions_numbers() {
-        use crate::report::Shape;
-        let cpu = |calls: f64, proxy: f64, backend: f64| {
-            [
-                ("calls_per_s", calls),
-                ("proxy_cpu_us_per_call", proxy),
-                ("backend_cpu_us_per_call", backend),
-            ]
-        };
         let mut records = Vec::new();
         // Repetition 1 in a faster phase: everything costs less, and
         // haproxy-inspect is the faster configuration there. The medians
@@ -735,7 +787,6 @@ mod tests {
 
     #[test]
     fn probegate_is_also_set_against_the_floor_of_each_repetition() {
-        use crate::report::Shape;
         let mut records = Vec::new();
         // Repetition 1: the answerer in a faster phase than probegate.
         for (rep, probegate, answerer) in [(0, 20.0, 10.0), (1, 22.0, 8.0)] {
@@ -784,7 +835,6 @@ mod tests {
 
     #[test]
     fn the_backends_own_count_of_callless_connections_decides_in_its_worst_window() {
-        use crate::report::{summarize, Record};
         let storm = |without_calls: [f64; 3]| {
             let records: Vec<Record> = (0..)
                 .zip(without_calls)
@@ -826,7 +876,6 @@ mod tests {
 
     #[test]
     fn ratio_goals_are_judged_per_repetition_against_haproxy_measured_back_to_back() {
-        use crate::report::{summarize, Record, Shape};
         // Shaped like the 0a79bff run's ping-32, in which the VM slowed down
         // between HAProxy's and probegate's windows of the second
         // repetition; the third repetition is raised from 57,363 (1.496×,
@@ -871,7 +920,6 @@ mod tests {
 
     #[test]
     fn a_ratio_goal_needs_a_strict_majority_of_repetitions_each_against_every_configuration() {
-        use crate::report::{Record, Shape};
         let run = |reps: &[(&str, &[(u32, f64)])]| {
             let records: Vec<Record> = reps
                 .iter()
