@@ -5,7 +5,10 @@
 //! `upload` (without storing anything) through the generated processor, with
 //! the same thread-per-connection model as the incident's server: `workers`
 //! threads, each serving one connection until it closes, the rest waiting in
-//! the kernel's accept queue. It runs as a child process of the bench
+//! the kernel's accept queue. Like that server it has no read timeout, on
+//! purpose: a silent connection holds its worker until the peer closes it,
+//! which is what the idle-clients workload shows of a proxy that connects
+//! to the backend for every client. It runs as a child process of the bench
 //! (`probegate-bench responder`) so it can be pinned to the server CPU and
 //! stopped like the other servers, and it exposes the same
 //! `uploader_connections_accepted_total` counter as the uploader, and
