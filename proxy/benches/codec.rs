@@ -5,65 +5,17 @@
 //! Messages are written by the generated Uploader client, as clients send
 //! them. Run with `cargo bench -p probegate --bench codec`.
 
-use std::cell::RefCell;
 use std::hint::black_box;
-use std::io::{self, Cursor, Write};
-use std::rc::Rc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use probegate::protocols::thrift::{delimit, sniff, transcode, Flavor, Protocol, Transport};
-use thrift::protocol::{
-    TBinaryInputProtocol, TBinaryOutputProtocol, TCompactInputProtocol, TCompactOutputProtocol,
-    TInputProtocol, TOutputProtocol,
-};
-use thrift::transport::TFramedWriteTransport;
-use uploader_idl::{TUploaderSyncClient, UploadRequest, UploaderSyncClient};
+use probegate::protocols::thrift::testing::upload_call;
+use probegate::protocols::thrift::{delimit, sniff, transcode, Flavor};
 
 const MAX: usize = 16_384_000;
 
-#[derive(Clone, Default)]
-struct Shared(Rc<RefCell<Vec<u8>>>);
-
-impl Write for Shared {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        self.0.borrow_mut().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// One `upload` call of `size` bytes of data, as the generated client writes it.
 fn upload(flavor: Flavor, size: usize) -> Vec<u8> {
-    let sink = Shared::default();
-    let write: Box<dyn Write> = match flavor.transport {
-        Transport::Framed => Box::new(TFramedWriteTransport::new(sink.clone())),
-        Transport::Buffered => Box::new(sink.clone()),
-    };
-    let read = Cursor::new(Vec::new());
-    let (input, output): (Box<dyn TInputProtocol>, Box<dyn TOutputProtocol>) = match flavor.protocol
-    {
-        Protocol::Binary => (
-            Box::new(TBinaryInputProtocol::new(read, true)),
-            Box::new(TBinaryOutputProtocol::new(write, true)),
-        ),
-        Protocol::Compact => (
-            Box::new(TCompactInputProtocol::new(read)),
-            Box::new(TCompactOutputProtocol::new(write)),
-        ),
-    };
-    let mut client = UploaderSyncClient::new(input, output);
-    let req = UploadRequest::new(
-        vec![0x5A; size],
-        "photo.jpg".to_string(),
-        "image/jpeg".to_string(),
-    );
-    // No reply to read: the call fails after writing its request.
-    let _ = client.upload(req);
-    drop(client);
-    let bytes = sink.0.borrow().clone();
-    bytes
+    upload_call(flavor, vec![0x5A; size])
 }
 
 fn bench_sniff(c: &mut Criterion) {

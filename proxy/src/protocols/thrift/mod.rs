@@ -31,8 +31,8 @@ mod header;
 #[cfg(test)]
 mod properties;
 mod sniff;
-#[cfg(test)]
-pub(crate) mod testing;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod transcode;
 mod wire;
 

@@ -1,5 +1,6 @@
 //! Test helper: real messages, produced by the generated Uploader client
-//! writing into memory, in any flavor.
+//! writing into memory, in any flavor. Built for unit tests, and with the
+//! `testing` feature for the criterion benches (`proxy/benches`).
 
 use std::cell::RefCell;
 use std::io::{self, Cursor, Read, Write};
