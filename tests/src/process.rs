@@ -228,23 +228,9 @@ impl ServerProcess {
             .count() as u64
     }
 
+    /// The process's CPU time so far (utime + stime), in clock ticks.
     pub fn cpu_ticks(&self) -> u64 {
-        let pid = self.pid();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_else(|e| panic!("/proc/{pid}/stat: {e}"));
-        // Fields after the parenthesised command name; utime and stime are
-        // the 14th and 15th of the whole line.
-        let fields: Vec<&str> = stat
-            .rfind(')')
-            .map(|end| stat[end + 1..].split_whitespace().collect())
-            .unwrap_or_default();
-        let field = |i: usize| -> u64 {
-            fields
-                .get(i)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("no field {} in /proc/{pid}/stat", i + 3))
-        };
-        field(11) + field(12)
+        cpu_ticks_in(&format!("/proc/{}/stat", self.pid()))
     }
 
     pub fn config_path(&self) -> &Path {
@@ -443,6 +429,40 @@ fn read_from(path: &Path, offset: u64) -> String {
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// utime + stime, in clock ticks, from a `/proc/.../stat` file.
+fn cpu_ticks_in(path: &str) -> u64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    // Fields after the parenthesised command name; utime and stime are
+    // the 14th and 15th of the whole line.
+    let fields: Vec<&str> = stat
+        .rfind(')')
+        .map(|end| stat[end + 1..].split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |i: usize| -> u64 {
+        fields
+            .get(i)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no field {} in {path}", i + 3))
+    };
+    field(11) + field(12)
+}
+
+/// The CPU ticks a thread that spins for `wall` gets: what a process busy
+/// the whole time would have got beside this one, loaded host or not. A
+/// yardstick for "this process is not spinning" that a busy machine does
+/// not fool.
+pub fn spinning_thread_ticks(wall: Duration) -> u64 {
+    std::thread::spawn(move || {
+        let end = Instant::now() + wall;
+        while Instant::now() < end {
+            std::hint::spin_loop();
+        }
+        cpu_ticks_in("/proc/thread-self/stat")
+    })
+    .join()
+    .expect("the spinning thread")
 }
 
 #[cfg(test)]
