@@ -263,7 +263,7 @@ fn floor(s: &[Summary], workload: &str, answerer: Target) -> Option<(f64, String
     } else {
         format!("the {name}'s, the client side without any backend")
     };
-    Some((floor_at(s, workload, answerer, At::Median)?, why))
+    Some((floor_sides(workload) * client_side, why))
 }
 
 /// probegate's CPU per call over the floor on probegate's runtime, for each

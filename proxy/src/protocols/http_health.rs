@@ -91,8 +91,8 @@ pub const CONTENT_TYPE_VALUE: &str = "text/plain; charset=utf-8";
 pub const CACHE_CONTROL_VALUE: &str = "no-store";
 
 impl HealthAnswer {
-    /// An answer that leaves the connection open for the peer's next
-    /// request; see [`closing`](Self::closing).
+    /// An answer that does not itself close the connection (a request that
+    /// asks to close still gets it closed); see [`closing`](Self::closing).
     pub fn new(status: StatusCode, body: impl Into<String>) -> Self {
         HealthAnswer {
             status,

@@ -18,6 +18,8 @@
 //! - `transcode`: re-encode a message from one flavor to another.
 //! - `wire` (private): the slice reader and the generic value walker the
 //!   others share.
+//! - `testing` (tests, and the `testing` feature for the criterion benches):
+//!   real messages written by the generated client, in any flavor.
 
 use std::fmt;
 
