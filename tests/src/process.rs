@@ -5,7 +5,9 @@
 //! deadline) for the one `<name> listening key=IP:PORT ...` line every server
 //! prints on stdout once all its listeners are bound. The child is killed when
 //! the value is dropped, and when a test panics the tail of its log is printed
-//! so the failure explains itself.
+//! so the failure explains itself. Its CPU time and open descriptors are read
+//! from `/proc`, and [`spin_for_ticks`] gives the CPU a busy process would
+//! have got alongside, the yardstick for "not spinning".
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -449,17 +451,26 @@ fn cpu_ticks_in(path: &str) -> u64 {
     field(11) + field(12)
 }
 
-/// The CPU ticks a thread that spins for `wall` gets: what a process busy
-/// the whole time would have got beside this one, loaded host or not. A
-/// yardstick for "this process is not spinning" that a busy machine does
-/// not fool.
-pub fn spinning_thread_ticks(wall: Duration) -> u64 {
+/// Spins on a thread of its own until it has had `ticks` of CPU (or for
+/// `at_most`, on a host too busy to give it that many), and returns the
+/// ticks it had: what a process busy all along would have got beside this
+/// one, however loaded the host. The yardstick for "that process is not
+/// spinning", with enough ticks that one tick of rounding does not decide.
+pub fn spin_for_ticks(ticks: u64, at_most: Duration) -> u64 {
     std::thread::spawn(move || {
-        let end = Instant::now() + wall;
-        while Instant::now() < end {
+        let end = Instant::now() + at_most;
+        let mut next_look = Instant::now();
+        loop {
+            let now = Instant::now();
+            if now >= next_look {
+                let had = cpu_ticks_in("/proc/thread-self/stat");
+                if had >= ticks || now >= end {
+                    return had;
+                }
+                next_look = now + Duration::from_millis(5);
+            }
             std::hint::spin_loop();
         }
-        cpu_ticks_in("/proc/thread-self/stat")
     })
     .join()
     .expect("the spinning thread")

@@ -166,7 +166,8 @@ pub async fn accept_loop(listener: TcpListener, edge: Edge, tracker: TaskTracker
         let mut buf = BytesMut::new();
         // Without a PROXY header to read first, a probe that has already
         // ended, or an HTTP check that arrived whole and asks to close, is
-        // dealt with here, never registered nor spawned.
+        // dealt with here, not registered nor spawned (unless the answer
+        // did not fit the send buffer: `finish_answer` sends the rest).
         if !edge.config.listen.proxy_protocol {
             if let Some(ended) = first_look(&socket, &mut buf) {
                 let _entered = span.enter();
@@ -578,16 +579,20 @@ mod tests {
             .expect("client connects");
         let (accepted, _) = listener.accept().expect("accept");
         accepted.set_nonblocking(true).expect("non-blocking");
+        // Small buffers on both sides, so that a rest of MORE_THAN_BUFFERS
+        // cannot fit in them whatever the host's defaults.
+        rustix::net::sockopt::set_socket_send_buffer_size(&accepted, 64 * 1024).expect("SO_SNDBUF");
+        rustix::net::sockopt::set_socket_recv_buffer_size(&client, 64 * 1024).expect("SO_RCVBUF");
         client
             .set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");
         (client, accepted)
     }
 
-    /// More than a socket's buffers hold, so the task must wait for its
-    /// reader several times (an answer's rest is far smaller; the path is
-    /// the same).
-    const MORE_THAN_BUFFERS: usize = 8 * 1024 * 1024;
+    /// Far more than the pair's socket buffers hold, so the task must wait
+    /// for its reader many times (an answer's rest is far smaller; the path
+    /// is the same).
+    const MORE_THAN_BUFFERS: usize = 4 * 1024 * 1024;
 
     #[tokio::test]
     async fn the_rest_of_an_answer_left_unsent_at_accept_is_sent_whole_then_the_connection_closed()
@@ -623,6 +628,7 @@ mod tests {
         let (mut client, accepted) = accepted_pair();
         let tracker = TaskTracker::new();
         let idle = Duration::from_millis(200);
+        let started = Instant::now();
         finish_answer(
             accepted,
             vec![b'x'; MORE_THAN_BUFFERS],
@@ -634,6 +640,11 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), tracker.wait())
             .await
             .expect("the task gave up after timeouts.idle (200 ms), not waiting for the reader");
+        assert!(
+            started.elapsed() >= idle,
+            "gave up after {:?}, before timeouts.idle ({idle:?})",
+            started.elapsed()
+        );
         // Closed, not left open: what was queued arrives, then the end.
         let read = tokio::task::spawn_blocking(move || {
             let mut received = Vec::new();
