@@ -515,9 +515,8 @@ fn workspace_root() -> PathBuf {
 /// and the run goes on with whatever binaries exist (their targets are
 /// skipped if they cannot start).
 fn build(root: &Path) {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     eprintln!("bench: cargo build --release -p uploader -p probegate");
-    let status = Command::new(cargo)
+    let status = nested_cargo::command()
         .current_dir(root)
         .args(["build", "--release", "-p", "uploader", "-p", "probegate"])
         .status();

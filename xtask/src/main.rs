@@ -68,8 +68,7 @@ fn stack(args: &[String]) -> Result<()> {
         bail!("unknown argument {unknown:?}; the only option is --release");
     }
     let root = workspace_root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let mut build = Command::new(&cargo);
+    let mut build = nested_cargo::command();
     build
         .current_dir(&root)
         .args(["build", "-p", "uploader", "-p", "probegate"]);
