@@ -452,8 +452,8 @@ mod tests {
             .expect("and new ones too");
     }
 
-    /// A framed strict-binary `ping` call with sequence id `seqid`.
-    /// One framed, strict-binary ping, as probegate's health checks write it.
+    /// A framed strict-binary `ping` call with sequence id `seqid`, as
+    /// probegate's health checks write it.
     fn ping_frame(seqid: i32) -> Vec<u8> {
         probegate::upstream::health::ping_call(
             probegate::protocols::thrift::Flavor::FRAMED_BINARY,

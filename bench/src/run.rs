@@ -653,16 +653,22 @@ mod tests {
     use super::*;
     use clap::Parser;
 
+    /// One window of `workload` on `target`, with `key` measured at
+    /// `value` (or not measured).
+    fn window(workload: &str, target: &str, key: &str, value: Option<f64>) -> Record {
+        Record {
+            workload: workload.to_string(),
+            shape: report::Shape::Storm,
+            target: target.to_string(),
+            rep: 0,
+            metrics: value.map(|v| (key.to_string(), v)).into_iter().collect(),
+            notes: vec![],
+        }
+    }
+
     #[test]
     fn the_storm_p99_is_compared_with_the_window_just_before_it() {
-        let window = |p99: Option<f64>| Record {
-            workload: "probe-storm".to_string(),
-            shape: report::Shape::Storm,
-            target: "probegate".to_string(),
-            rep: 0,
-            metrics: p99.map(|p| ("p99_us".to_string(), p)).into_iter().collect(),
-            notes: vec![],
-        };
+        let window = |p99| window("probe-storm", "probegate", "p99_us", p99);
         let mut storm = window(Some(110.0));
         compare_with_calm(&mut storm, &window(Some(55.0)));
         assert_eq!(storm.metrics.get("p99_no_storm_us"), Some(&55.0));
@@ -675,17 +681,8 @@ mod tests {
 
     #[test]
     fn the_storms_backend_connections_are_judged_against_the_most_without_probes() {
-        let window = |workload: &str, target: &str, conns: Option<f64>| Record {
-            workload: workload.to_string(),
-            shape: report::Shape::Storm,
-            target: target.to_string(),
-            rep: 0,
-            metrics: conns
-                .map(|c| ("backend_conns_accepted".to_string(), c))
-                .into_iter()
-                .collect(),
-            notes: vec![],
-        };
+        let window =
+            |workload, target, conns| window(workload, target, "backend_conns_accepted", conns);
         let over = |calm: Option<f64>, earlier: &[Record]| {
             let mut storm = window("probe-storm", "probegate", Some(3.0));
             let calm = window("probe-storm", "probegate", calm);

@@ -220,9 +220,8 @@ impl ServerProcess {
             .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
     }
 
-    /// CPU time the process has used (utime + stime), in clock ticks
-    /// (USER_HZ, 100 per second on Linux). Panics when it cannot be read.
-    /// Descriptors the process holds open now (`/proc/PID/fd`).
+    /// Descriptors the process holds open now (`/proc/PID/fd`). Panics
+    /// when they cannot be read.
     pub fn open_fds(&self) -> u64 {
         let pid = self.pid();
         std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -230,7 +229,8 @@ impl ServerProcess {
             .count() as u64
     }
 
-    /// The process's CPU time so far (utime + stime), in clock ticks.
+    /// CPU time the process has used (utime + stime), in clock ticks
+    /// (USER_HZ, 100 per second on Linux). Panics when it cannot be read.
     pub fn cpu_ticks(&self) -> u64 {
         cpu_ticks_in(&format!("/proc/{}/stat", self.pid()))
     }

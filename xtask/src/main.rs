@@ -279,19 +279,27 @@ fn stop_all(servers: &mut [Server]) {
     }
     let deadline = Instant::now() + STOP_TIMEOUT;
     for server in servers.iter_mut() {
-        while matches!(server.child.try_wait(), Ok(None)) {
-            if Instant::now() >= deadline {
-                eprintln!(
-                    "xtask: {} did not stop in {STOP_TIMEOUT:?}; killing it",
-                    server.name
-                );
-                let _ = server.child.kill();
-                let _ = server.child.wait();
-                break;
-            }
-            thread::sleep(Duration::from_millis(50));
+        if !gone_by(&mut server.child, deadline) {
+            eprintln!(
+                "xtask: {} did not stop in {STOP_TIMEOUT:?}; killing it",
+                server.name
+            );
+            let _ = server.child.kill();
+            let _ = server.child.wait();
         }
     }
+}
+
+/// Waits until `child` has exited (or can no longer be asked), at most
+/// until `deadline`; says whether it is gone.
+fn gone_by(child: &mut Child, deadline: Instant) -> bool {
+    while matches!(child.try_wait(), Ok(None)) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    true
 }
 
 #[cfg(test)]
@@ -359,17 +367,11 @@ mod tests {
         })
         .join()
         .expect("starting thread");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                panic!("the server outlived the thread that started it by 5 s");
-            }
-            thread::sleep(Duration::from_millis(20));
-        };
+        if !gone_by(&mut child, Instant::now() + Duration::from_secs(5)) {
+            let _ = child.kill();
+            panic!("the server outlived the thread that started it by 5 s");
+        }
+        let status = child.wait().expect("its status");
         assert_eq!(
             status.signal(),
             Some(signal_hook::consts::SIGTERM),

@@ -589,6 +589,17 @@ mod tests {
         (client, accepted)
     }
 
+    /// Everything `client` reads until the connection closes (its read
+    /// timeout bounds each wait).
+    async fn read_to_close(mut client: std::net::TcpStream) -> std::io::Result<Vec<u8>> {
+        tokio::task::spawn_blocking(move || {
+            let mut received = Vec::new();
+            client.read_to_end(&mut received).map(|_| received)
+        })
+        .await
+        .expect("reader")
+    }
+
     /// Far more than the pair's socket buffers hold, so the task must wait
     /// for its reader many times (an answer's rest is far smaller; the path
     /// is the same).
@@ -597,7 +608,7 @@ mod tests {
     #[tokio::test]
     async fn the_rest_of_an_answer_left_unsent_at_accept_is_sent_whole_then_the_connection_closed()
     {
-        let (mut client, accepted) = accepted_pair();
+        let (client, accepted) = accepted_pair();
         let rest: Vec<u8> = (0..MORE_THAN_BUFFERS).map(|i| (i % 251) as u8).collect();
         let tracker = TaskTracker::new();
         let idle = Duration::from_secs(5);
@@ -609,13 +620,9 @@ mod tests {
             tracing::Span::none(),
         );
         tracker.close();
-        let received = tokio::task::spawn_blocking(move || {
-            let mut received = Vec::new();
-            client.read_to_end(&mut received).map(|_| received)
-        })
-        .await
-        .expect("reader")
-        .expect("read to the close, within 5 s");
+        let received = read_to_close(client)
+            .await
+            .expect("read to the close, within 5 s");
         assert_eq!(received.len(), rest.len(), "bytes received");
         assert!(received == rest, "the bytes arrive in order, unchanged");
         tokio::time::timeout(Duration::from_secs(5), tracker.wait())
@@ -625,7 +632,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_that_takes_none_of_the_rest_is_closed_after_timeouts_idle() {
-        let (mut client, accepted) = accepted_pair();
+        let (client, accepted) = accepted_pair();
         let tracker = TaskTracker::new();
         let idle = Duration::from_millis(200);
         let started = Instant::now();
@@ -646,13 +653,7 @@ mod tests {
             started.elapsed()
         );
         // Closed, not left open: what was queued arrives, then the end.
-        let read = tokio::task::spawn_blocking(move || {
-            let mut received = Vec::new();
-            client.read_to_end(&mut received).map(|_| received.len())
-        })
-        .await
-        .expect("reader");
-        match read {
+        match read_to_close(client).await.map(|received| received.len()) {
             Ok(n) => assert!(n < MORE_THAN_BUFFERS, "{n} bytes: the rest was cut short"),
             Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
         }
