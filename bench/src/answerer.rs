@@ -4,8 +4,8 @@
 //! Whatever a proxy does with the backend, it still receives each call from
 //! the client's socket and sends each reply back, and sleeps and wakes in
 //! between: work no proxy can skip. This server does only that, on the
-//! runtime probegate uses (tokio's multi-thread scheduler over epoll,
-//! pinned like the proxies): it reads framed binary calls through a buffer
+//! runtime probegate builds (`probegate::runtime`: pinned to one CPU like
+//! the proxies, tokio's current-thread scheduler over epoll): it reads framed binary calls through a buffer
 //! and answers them in memory with the responder's generated processor,
 //! replies read together written together. Its CPU per call is the
 //! reference floor the ping workloads measure proxies against, so the
@@ -18,6 +18,7 @@ use std::io::{self, Write};
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
+use probegate::config::Threads;
 use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol};
 use thrift::server::TProcessor;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -38,9 +39,7 @@ pub(crate) type Processor = UploaderSyncProcessor<Handler>;
 /// process is terminated. (No admin port: with no backend there is no
 /// backend connection to count.)
 pub fn run() -> io::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let (runtime, _) = probegate::runtime::build(Threads::Auto)?;
     runtime.block_on(serve())
 }
 

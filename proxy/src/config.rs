@@ -49,6 +49,8 @@ pub struct Config {
     pub forwarding: ForwardingConfig,
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
 }
 
 /// `[listen]`: where probegate accepts connections.
@@ -337,6 +339,69 @@ impl Default for ShutdownConfig {
             drain_grace: ConfigDuration::secs(10),
             timeout: ConfigDuration::secs(30),
         }
+    }
+}
+
+/// The most `runtime.threads`: far beyond any CPU count probegate is built
+/// for; a larger number is a typo.
+pub const MAX_RUNTIME_THREADS: usize = 1024;
+
+/// `[runtime]`: the threads probegate's work runs on (`crate::runtime`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    pub threads: Threads,
+}
+
+/// `runtime.threads`: `"auto"` or a number of threads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Threads {
+    /// One per CPU this process may run on (its CPU affinity and cgroup
+    /// quota, as `std::thread::available_parallelism` counts them).
+    #[default]
+    Auto,
+    /// Exactly this many, from 1 to [`MAX_RUNTIME_THREADS`].
+    Count(usize),
+}
+
+impl<'de> Deserialize<'de> for Threads {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ThreadsVisitor;
+
+        impl serde::de::Visitor<'_> for ThreadsVisitor {
+            type Value = Threads;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(
+                    f,
+                    "\"auto\" or a number of threads from 1 to {MAX_RUNTIME_THREADS}"
+                )
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Threads, E> {
+                match usize::try_from(n) {
+                    Ok(n @ 1..=MAX_RUNTIME_THREADS) => Ok(Threads::Count(n)),
+                    _ => Err(E::custom(format!(
+                        "must be from 1 to {MAX_RUNTIME_THREADS}, or \"auto\" for one per available CPU"
+                    ))),
+                }
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Threads, E> {
+                self.visit_i64(i64::try_from(n).unwrap_or(i64::MAX))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, word: &str) -> Result<Threads, E> {
+                match word {
+                    "auto" => Ok(Threads::Auto),
+                    _ => Err(E::custom(format!(
+                        "expected \"auto\" or a number of threads from 1 to {MAX_RUNTIME_THREADS}"
+                    ))),
+                }
+            }
+        }
+
+        deserializer.deserialize_any(ThreadsVisitor)
     }
 }
 

@@ -8,6 +8,7 @@ pub mod forward;
 pub mod listeners;
 pub mod metrics;
 pub mod protocols;
+pub mod runtime;
 pub mod server;
 pub mod shutdown;
 pub mod status;

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use probegate::config::{Config, ForwardingMode};
+use probegate::config::{Config, ForwardingMode, Threads};
 use probegate::listeners::public::bind_public;
+use probegate::runtime::{self, Scheduler};
 use probegate::server;
 use probegate::shutdown::Signals;
 use tokio::net::TcpListener;
@@ -96,13 +97,23 @@ fn check_config(file: &Path) -> ExitCode {
     };
     let slots: usize = config.backends.iter().map(|b| b.max_connections).sum();
     println!(
-        "ok: {} backend(s) with {slots} slot(s), {} probe source(s), forwarding by {mode}, public {}, admin {}",
+        "ok: {} backend(s) with {slots} slot(s), {} probe source(s), forwarding by {mode}, public {}, admin {}, runtime {}",
         config.backends.len(),
         config.probes.sources.len(),
         config.listen.public,
         config.listen.admin,
+        runtime_summary(config.runtime.threads),
     );
     ExitCode::SUCCESS
+}
+
+/// What `runtime.threads` gives on this machine, and why.
+fn runtime_summary(threads: Threads) -> String {
+    let scheduler = Scheduler::for_threads(threads, runtime::available_cpus);
+    match threads {
+        Threads::Auto => format!("{scheduler}, one per available CPU"),
+        Threads::Count(_) => format!("{scheduler}, as runtime.threads says"),
+    }
 }
 
 fn serve(file: &Path) -> ExitCode {
@@ -110,16 +121,14 @@ fn serve(file: &Path) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
+    let (runtime, scheduler) = match runtime::build(config.runtime.threads) {
+        Ok(built) => built,
         Err(e) => {
             eprintln!("probegate: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
+    tracing::info!(runtime = %scheduler, "runtime started");
     runtime.block_on(async move {
         // Before the listening line, so a signal right after it is handled.
         let mut signals = match Signals::install() {

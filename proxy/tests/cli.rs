@@ -60,6 +60,26 @@ fn bad_configs_exit_64_naming_key_and_value() {
             format!("{BACKEND}[forwarding]\npipe_large_calls = \"no\"\n"),
             vec!["pipe_large_calls", "no"],
         ),
+        (
+            "zero_threads",
+            format!("{BACKEND}[runtime]\nthreads = 0\n"),
+            vec!["runtime.threads", "= 0", "\"auto\""],
+        ),
+        (
+            "too_many_threads",
+            format!("{BACKEND}[runtime]\nthreads = 5000\n"),
+            vec!["runtime.threads", "= 5000", "1024"],
+        ),
+        (
+            "fraction_threads",
+            format!("{BACKEND}[runtime]\nthreads = 1.5\n"),
+            vec!["runtime.threads", "1.5", "\"auto\""],
+        ),
+        (
+            "word_threads",
+            format!("{BACKEND}[runtime]\nthreads = \"many\"\n"),
+            vec!["runtime.threads", "\"many\"", "\"auto\""],
+        ),
     ];
     for (name, text, needles) in cases {
         let path = write_config(name, &text);
@@ -126,6 +146,50 @@ fn check_config_says_when_large_calls_go_through_memory() {
     let stdout = checked_ok(&path);
     assert!(
         stdout.contains("large calls through memory (pipe_large_calls = false)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_config_says_which_runtime_the_threads_give() {
+    for (threads, expected) in [
+        (
+            "1",
+            "runtime 1 thread (current-thread scheduler), as runtime.threads says",
+        ),
+        (
+            "3",
+            "runtime 3 threads (multi-thread scheduler), as runtime.threads says",
+        ),
+    ] {
+        let path = write_config(
+            &format!("threads_{threads}"),
+            &format!("{BACKEND}[runtime]\nthreads = {threads}\n"),
+        );
+        let stdout = checked_ok(&path);
+        assert!(stdout.contains(expected), "threads = {threads}: {stdout}");
+    }
+    // "auto" counts the CPUs the process may run on: pinned to one, it
+    // runs on one thread.
+    let path = write_config(
+        "threads_auto",
+        &format!("{BACKEND}[runtime]\nthreads = \"auto\"\n"),
+    );
+    let pinned = Command::new("taskset")
+        .args(["-c", "0"])
+        .arg(env!("CARGO_BIN_EXE_probegate"))
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .expect("taskset (util-linux) runs");
+    let stdout = String::from_utf8_lossy(&pinned.stdout);
+    assert!(
+        pinned.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&pinned.stderr)
+    );
+    assert!(
+        stdout.contains("runtime 1 thread (current-thread scheduler), one per available CPU"),
         "{stdout}"
     );
 }

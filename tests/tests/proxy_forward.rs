@@ -156,13 +156,29 @@ fn ping_load(addr: SocketAddr, clients: usize, window: Duration) -> Vec<usize> {
         .collect()
 }
 
+/// On one thread probegate runs tokio's current-thread scheduler, on more
+/// the multi-thread one (`probegate::runtime`): each must serve every
+/// client, pipelined.
 #[test]
-fn many_persistent_clients_share_two_workers_fairly() {
+fn many_persistent_clients_share_two_workers_fairly_on_one_thread() {
+    many_persistent_clients_share_two_workers_fairly(1);
+}
+
+#[test]
+fn many_persistent_clients_share_two_workers_fairly_on_two_threads() {
+    many_persistent_clients_share_two_workers_fairly(2);
+}
+
+fn many_persistent_clients_share_two_workers_fairly(threads: i64) {
     const CLIENTS: usize = 64;
     const MIN_CALLS: usize = 5;
     let window = Duration::from_secs(3);
     let backend = Uploader::start(UploaderConfig::new().workers(2).read_timeout("0s"));
-    let proxy = Probegate::start(ProbegateConfig::new().backend(backend.thrift_addr(), 2));
+    let proxy = Probegate::start(
+        ProbegateConfig::new()
+            .backend(backend.thrift_addr(), 2)
+            .set("runtime.threads", threads),
+    );
     proxy.wait_backends_up(&[backend.thrift_addr()], PROMPT);
 
     let through_proxy = ping_load(proxy.public_addr(), CLIENTS, window);
@@ -173,7 +189,7 @@ fn many_persistent_clients_share_two_workers_fairly() {
         .collect();
     assert!(
         starved.is_empty(),
-        "through probegate every client completes >= {MIN_CALLS} calls; these did not: {starved:?}"
+        "through probegate on {threads} thread(s) every client completes >= {MIN_CALLS} calls; these did not: {starved:?}"
     );
     let accepted = metric(backend.admin_addr(), "uploader_connections_accepted_total");
     assert!(accepted <= 2.0, "backend accepted {accepted} connections");
