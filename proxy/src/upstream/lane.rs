@@ -19,7 +19,8 @@
 //! steady load one comes within microseconds; reopening a lane for every
 //! burst cost more than the calls it carried), then the connection goes
 //! back to the pool and the slot is freed; at once if a call is waiting
-//! for a slot.
+//! for a slot, or if its last calls came one at a time (a lone client's
+//! pings gain nothing from a lane).
 //!
 //! One task per lane owns the connection. It writes what callers queued, in
 //! batches (it first lets the other ready tasks queue theirs), reads the
@@ -49,6 +50,15 @@ use super::queue::Slot;
 use super::Upstream;
 use crate::protocols::thrift::{delimit, Delimit, InvalidThrift};
 
+/// A lane that has carried this many calls in a row, each alone on it,
+/// retires as soon as it is idle instead of lingering. It batches nothing:
+/// its one caller is better off with a connection to itself
+/// (`forward::dispatch`), and a lingering lane keeps a timer due within
+/// `forwarding.pipeline_linger` while probegate sleeps between calls, which
+/// on the VMs measured cost each such sleep a timer reprogramming: one
+/// client's pings took ~8 µs more CPU each on a lane than alone
+/// (bench/README.md). Under load calls overlap and the count restarts.
+const SOLO_CALLS_BEFORE_RETIRING: usize = 64;
 /// Initial size of a lane's reply buffer; grown only when replies need it.
 const READ_CHUNK: usize = 16 * 1024;
 /// The most chunks handed to one vectored write.
@@ -408,6 +418,8 @@ async fn serve(
     let expiry = tokio::time::sleep(linger_for);
     tokio::pin!(expiry);
     let mut expiry_set = false;
+    // Calls in a row that were alone on the lane when written.
+    let mut solo_calls = 0usize;
     let end = loop {
         // Bytes left over once every call is answered would be read by the
         // next user of the connection: the lane ends out of step instead.
@@ -415,7 +427,9 @@ async fn serve(
             break End::OutOfStep;
         }
         // Every call answered: wait `forwarding.pipeline_linger` for the
-        // next one, unless a call is waiting for a slot (this one's). The
+        // next one, unless the lane's last calls came one at a time
+        // ([`SOLO_CALLS_BEFORE_RETIRING`]) or a call is waiting for a slot
+        // (this one's). The
         // queue is looked at on every turn while the lane is idle, after the
         // `Notified` is created (it receives every `notify_waiters` from its
         // creation on, polled or not), so a call that starts waiting at any
@@ -424,7 +438,10 @@ async fn serve(
         let wanted = upstream.scheduler.slot_wanted().notified();
         tokio::pin!(wanted);
         if waiting.is_empty() {
-            if linger_for.is_zero() || upstream.scheduler.queue_depth() > 0 {
+            if linger_for.is_zero()
+                || solo_calls >= SOLO_CALLS_BEFORE_RETIRING
+                || upstream.scheduler.queue_depth() > 0
+            {
                 lingering = false;
                 if backend.lanes.retire_if_idle(&lane) {
                     break End::Idle;
@@ -513,6 +530,11 @@ async fn serve(
                     }
                     next = queued.try_recv().ok();
                 }
+                solo_calls = match waiting.len() {
+                    0 => solo_calls,
+                    1 => solo_calls + 1,
+                    _ => 0,
+                };
                 if let Err(e) = write_some(&writer, &mut outgoing, &mut unwritten) {
                     break End::WriteFailed(e);
                 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use prometheus::Registry;
 use thrift::protocol::TMessageType;
 
-use super::{call, join, open, Ticket};
+use super::{call, join, open, Ticket, SOLO_CALLS_BEFORE_RETIRING};
 use crate::protocols::thrift::Flavor;
 use crate::upstream::health::{ping_call, CheckResult};
 use crate::upstream::testing::{config, eventually, Mode, Responder};
@@ -309,6 +309,44 @@ async fn an_answered_lane_lingers_and_the_next_call_joins_it() {
         .await
         .expect("reply on the lingering lane");
     assert_eq!(reply.header.seqid, 7);
+    assert_eq!(backend.accepted.load(Ordering::SeqCst), 1, "one connection");
+}
+
+#[tokio::test]
+async fn a_lane_whose_calls_come_one_at_a_time_retires_without_lingering() {
+    let backend = Responder::start(FB).await;
+    let up = upstream(&backend, 4, LINGER_LONG);
+    answer_two_on_a_lane(&up).await;
+    let lone_call = |seqid: i32| {
+        let up = Arc::clone(&up);
+        async move {
+            let ticket = join(&up).expect("the lingering lane");
+            bounded(&up, ticket, ping(seqid), Duration::from_secs(5))
+                .await
+                .expect("reply on the lane");
+        }
+    };
+    for seqid in 1..SOLO_CALLS_BEFORE_RETIRING as i32 {
+        lone_call(seqid).await;
+    }
+    assert_eq!(
+        up.backends[0].lanes.active_count(),
+        1,
+        "one lone call short of the limit, the lane still lingers"
+    );
+    lone_call(0).await;
+    let retired = tokio::time::timeout(Duration::from_millis(500), async {
+        while up.backends[0].lanes.active_count() != 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    assert!(
+        retired.is_ok(),
+        "after {SOLO_CALLS_BEFORE_RETIRING} lone calls the lane retires at once, not after its 1 s linger"
+    );
+    assert_eq!(up.scheduler.in_use(0), 0, "its slot freed");
+    assert_eq!(up.backends[0].pool.idle_count(), 1, "its connection pooled");
     assert_eq!(backend.accepted.load(Ordering::SeqCst), 1, "one connection");
 }
 
