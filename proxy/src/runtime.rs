@@ -8,13 +8,15 @@
 //! batching (`crate::upstream::lane`): a lane lets the other ready tasks
 //! queue their calls before it writes (`yield_now`). The multi-thread
 //! scheduler runs a task woken on its worker next (its LIFO slot), and the
-//! yielded lane is such a task, so the lane wrote after about half of the
-//! calls that were ready; the current-thread scheduler runs woken tasks in
-//! order, so the lane writes after all of them. Under 32 pinging clients
-//! that halved the backend writes (one `writev` per ~15 calls became one
-//! per ~32) and cut probegate's CPU per call by 8 % and the backend's by
-//! 4 % (bench/README.md). With more CPUs the multi-thread scheduler is
-//! kept: its work stealing is what spreads connections over them.
+//! yielded lane is woken so, after the clients woken by the same poll of
+//! epoll: it wrote before they had queued their calls. The current-thread
+//! scheduler runs woken tasks in order, so the lane writes after all of
+//! them. Under 32 pinging clients that more than halved the backend
+//! writes (one `writev` per ~10 calls became one per ~22) and cut
+//! probegate's CPU per call by 8–10 % and the backend's by 5–8 %
+//! (bench/README.md, seventh round). With more CPUs the multi-thread
+//! scheduler is kept: its work stealing is what spreads connections over
+//! them.
 
 use std::fmt;
 use std::io;

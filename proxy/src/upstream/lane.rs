@@ -498,7 +498,10 @@ async fn serve(
                 // `None` cannot happen: this task's `Lane` holds a sender.
                 let Some(first) = call else { break End::OutOfStep };
                 // Let the other tasks that are ready now queue their calls,
-                // so that they share this send.
+                // so that they share this send (all of them on the
+                // current-thread scheduler; on the multi-thread one the
+                // lane runs again before the tasks woken with it, see
+                // `crate::runtime`).
                 if first.is_some() {
                     tokio::task::yield_now().await;
                 }
