@@ -4,8 +4,9 @@
 //! Whatever a proxy does with the backend, it still receives each call from
 //! the client's socket and sends each reply back, and sleeps and wakes in
 //! between: work no proxy can skip. This server does only that, on the
-//! runtime probegate builds (`probegate::runtime`: pinned to one CPU like
-//! the proxies, tokio's current-thread scheduler over epoll): it reads framed binary calls through a buffer
+//! runtime probegate builds (`probegate::runtime`; pinned to one CPU like
+//! the proxies, as the bench runs it, tokio's current-thread scheduler
+//! over epoll): it reads framed binary calls through a buffer
 //! and answers them in memory with the responder's generated processor,
 //! replies read together written together. Its CPU per call is the
 //! reference floor the ping workloads measure proxies against, so the

@@ -380,23 +380,22 @@ impl<'de> Deserialize<'de> for Threads {
 
             fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Threads, E> {
                 match usize::try_from(n) {
-                    Ok(n @ 1..=MAX_RUNTIME_THREADS) => Ok(Threads::Count(n)),
-                    _ => Err(E::custom(format!(
-                        "must be from 1 to {MAX_RUNTIME_THREADS}, or \"auto\" for one per available CPU"
-                    ))),
+                    Ok(count @ 1..=MAX_RUNTIME_THREADS) => Ok(Threads::Count(count)),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Signed(n), &self)),
                 }
             }
 
             fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Threads, E> {
-                self.visit_i64(i64::try_from(n).unwrap_or(i64::MAX))
+                match usize::try_from(n) {
+                    Ok(count @ 1..=MAX_RUNTIME_THREADS) => Ok(Threads::Count(count)),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Unsigned(n), &self)),
+                }
             }
 
             fn visit_str<E: serde::de::Error>(self, word: &str) -> Result<Threads, E> {
                 match word {
                     "auto" => Ok(Threads::Auto),
-                    _ => Err(E::custom(format!(
-                        "expected \"auto\" or a number of threads from 1 to {MAX_RUNTIME_THREADS}"
-                    ))),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(word), &self)),
                 }
             }
         }
@@ -614,6 +613,42 @@ mod tests {
     use super::*;
 
     const MINIMAL: &str = "[[backends]]\naddress = \"127.0.0.1:9090\"\n";
+
+    #[test]
+    fn runtime_threads_is_auto_or_a_count_from_1_to_the_limit() {
+        let threads = |value: &str| {
+            Config::parse(&format!("{MINIMAL}[runtime]\nthreads = {value}\n"))
+                .map(|config| config.runtime.threads)
+        };
+        assert_eq!(
+            Config::parse(MINIMAL).expect("parses").runtime.threads,
+            Threads::Auto
+        );
+        assert_eq!(threads("\"auto\"").expect("auto"), Threads::Auto);
+        assert_eq!(threads("1").expect("1"), Threads::Count(1));
+        assert_eq!(
+            threads("1024").expect("the limit"),
+            Threads::Count(MAX_RUNTIME_THREADS)
+        );
+        for bad in [
+            "0",
+            "-1",
+            "1025",
+            "1.5",
+            "true",
+            "\"Auto\"",
+            "\"many\"",
+            "[2]",
+            "{ n = 2 }",
+        ] {
+            let error = threads(bad).expect_err(bad).to_string();
+            assert!(
+                error.contains("runtime.threads")
+                    && error.contains("\"auto\" or a number of threads from 1 to 1024"),
+                "threads = {bad}: {error}"
+            );
+        }
+    }
 
     #[test]
     fn minimal_config_gets_defaults() {

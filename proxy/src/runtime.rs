@@ -6,15 +6,15 @@
 //! default, counts CPU affinity and cgroup quota). On one thread the two
 //! schedulers are not alike, and the difference is the pipelined path's
 //! batching (`crate::upstream::lane`): a lane lets the other ready tasks
-//! queue their calls before it writes (`yield_now`). The multi-thread
-//! scheduler runs a task woken on its worker next (its LIFO slot), and the
-//! yielded lane is woken so, after the clients woken by the same poll of
-//! epoll: it wrote before they had queued their calls. The current-thread
-//! scheduler runs woken tasks in order, so the lane writes after all of
-//! them. Under 32 pinging clients that more than halved the backend
-//! writes (one `writev` per ~10 calls became one per ~22) and cut
-//! probegate's CPU per call by 8–10 % and the backend's by 5–8 %
-//! (bench/README.md, seventh round). With more CPUs the multi-thread
+//! queue their calls before it writes (`yield_now`). Its wake-up comes
+//! after the clients woken by the same poll of epoll; the multi-thread
+//! scheduler puts a task woken from its own worker in its LIFO slot and
+//! runs it next, so the lane wrote before those clients had queued their
+//! calls. The current-thread scheduler runs woken tasks in order, so the
+//! lane writes after all of them. Under 32 pinging clients that more than
+//! halved the backend writes (one `writev` per 9–10 calls became one per
+//! 21–22) and cut probegate's CPU per call and the backend's by about 7 %
+//! each (bench/README.md, seventh round). With more CPUs the multi-thread
 //! scheduler is kept: its work stealing is what spreads connections over
 //! them.
 

@@ -176,7 +176,7 @@ fn check_config_says_which_runtime_the_threads_give() {
         &format!("{BACKEND}[runtime]\nthreads = \"auto\"\n"),
     );
     let pinned = Command::new("taskset")
-        .args(["-c", "0"])
+        .args(["-c", &first_allowed_cpu()])
         .arg(env!("CARGO_BIN_EXE_probegate"))
         .arg("check-config")
         .arg(&path)
@@ -192,6 +192,22 @@ fn check_config_says_which_runtime_the_threads_give() {
         stdout.contains("runtime 1 thread (current-thread scheduler), one per available CPU"),
         "{stdout}"
     );
+}
+
+/// The first CPU this process may run on (`Cpus_allowed_list` in
+/// `/proc/self/status`, e.g. `0-1` or `2,5`), to pin a child to one CPU
+/// that the test is allowed to use.
+fn first_allowed_cpu() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let list = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+        .expect("Cpus_allowed_list in /proc/self/status");
+    list.trim()
+        .split([',', '-'])
+        .next()
+        .expect("at least one allowed CPU")
+        .to_string()
 }
 
 /// A probegate child that is killed if a test fails before it exits, so a

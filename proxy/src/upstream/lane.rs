@@ -54,10 +54,13 @@ use crate::protocols::thrift::{delimit, Delimit, InvalidThrift};
 /// retires as soon as it is idle instead of lingering. It batches nothing:
 /// its one caller is better off with a connection to itself
 /// (`forward::dispatch`), and a lingering lane keeps a timer due within
-/// `forwarding.pipeline_linger` while probegate sleeps between calls, which
-/// on the VMs measured cost each such sleep a timer reprogramming: one
-/// client's pings took ~8 µs more CPU each on a lane than alone
-/// (bench/README.md). Under load calls overlap and the count restarts.
+/// `forwarding.pipeline_linger` while probegate sleeps between calls; on
+/// the VM measured, one client's pings cost 33.8 µs of CPU each on a lane
+/// lingering 4 ms against 23.6 µs alone (bench/README.md, seventh round).
+/// Under load calls overlap and the count restarts. (A lone client whose
+/// pings overlap a long call on another slot, an upload, still gets a new
+/// lane after each retirement: `dispatch` opens one whenever another slot
+/// is busy.)
 const SOLO_CALLS_BEFORE_RETIRING: usize = 64;
 /// Initial size of a lane's reply buffer; grown only when replies need it.
 const READ_CHUNK: usize = 16 * 1024;
@@ -429,12 +432,12 @@ async fn serve(
         // Every call answered: wait `forwarding.pipeline_linger` for the
         // next one, unless the lane's last calls came one at a time
         // ([`SOLO_CALLS_BEFORE_RETIRING`]) or a call is waiting for a slot
-        // (this one's). The
-        // queue is looked at on every turn while the lane is idle, after the
-        // `Notified` is created (it receives every `notify_waiters` from its
-        // creation on, polled or not), so a call that starts waiting at any
-        // point wakes the lane or is seen; and a lane retires only while
-        // someone still waits (one waiter does not close every idle lane).
+        // (this one's). The queue is looked at on every turn while the lane
+        // is idle, after the `Notified` is created (it receives every
+        // `notify_waiters` from its creation on, polled or not), so a call
+        // that starts waiting at any point wakes the lane or is seen; and a
+        // lane retires only while someone still waits (one waiter does not
+        // close every idle lane).
         let wanted = upstream.scheduler.slot_wanted().notified();
         tokio::pin!(wanted);
         if waiting.is_empty() {
@@ -506,6 +509,7 @@ async fn serve(
                     tokio::task::yield_now().await;
                 }
                 let mut next = Some(first);
+                let mut added = 0usize;
                 let now = Instant::now();
                 while let Some(item) = next {
                     match item {
@@ -528,14 +532,16 @@ async fn serve(
                             }
                             waiting.push_back(reply);
                             unwritten += 1;
+                            added += 1;
                         }
                         None => leave(&upstream, &lane),
                     }
                     next = queued.try_recv().ok();
                 }
-                solo_calls = match waiting.len() {
-                    0 => solo_calls,
-                    1 => solo_calls + 1,
+                solo_calls = match (added, waiting.len()) {
+                    // Nothing sent (dropped tickets, calls already late).
+                    (0, _) => solo_calls,
+                    (1, 1) => solo_calls + 1,
                     _ => 0,
                 };
                 if let Err(e) = write_some(&writer, &mut outgoing, &mut unwritten) {

@@ -351,6 +351,42 @@ async fn a_lane_whose_calls_come_one_at_a_time_retires_without_lingering() {
 }
 
 #[tokio::test]
+async fn calls_that_overlap_on_a_lane_restart_the_count_of_lone_ones() {
+    let backend = Responder::start(FB).await;
+    let up = upstream(&backend, 4, LINGER_LONG);
+    // Both calls go out in one batch (this test's runtime runs the two
+    // callers before the lane task), so the lane starts with no lone call.
+    answer_two_on_a_lane(&up).await;
+    let lone_calls = |count: i32| {
+        let up = Arc::clone(&up);
+        async move {
+            for seqid in 0..count {
+                let ticket = join(&up).expect("the lingering lane");
+                bounded(&up, ticket, ping(seqid), Duration::from_secs(5))
+                    .await
+                    .expect("reply on the lane");
+            }
+        }
+    };
+    let just_short = SOLO_CALLS_BEFORE_RETIRING as i32 - 1;
+    lone_calls(just_short).await;
+    // Two calls at once on the lingering lane: they overlap.
+    let together = vec![
+        join(&up).expect("the lingering lane"),
+        join(&up).expect("room for a second"),
+    ];
+    let results = send_all(&up, together, Duration::from_secs(5)).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    lone_calls(just_short).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        up.backends[0].lanes.active_count(),
+        1,
+        "{just_short} lone calls since the overlap: the lane still lingers"
+    );
+}
+
+#[tokio::test]
 async fn a_lingering_lane_gives_its_slot_to_a_call_that_waits_for_one() {
     let backend = Responder::start(FB).await;
     let up = upstream(&backend, 1, LINGER_LONG);
