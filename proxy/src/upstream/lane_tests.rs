@@ -312,29 +312,29 @@ async fn an_answered_lane_lingers_and_the_next_call_joins_it() {
     assert_eq!(backend.accepted.load(Ordering::SeqCst), 1, "one connection");
 }
 
+/// Sends `count` pings one after another, each joining the lingering
+/// lane and answered before the next: calls alone on the lane.
+async fn lone_calls_on_the_lane(up: &Arc<Upstream>, count: usize) {
+    for seqid in 0..count as i32 {
+        let ticket = join(up).expect("the lingering lane");
+        bounded(up, ticket, ping(seqid), Duration::from_secs(5))
+            .await
+            .expect("reply on the lane");
+    }
+}
+
 #[tokio::test]
 async fn a_lane_whose_calls_come_one_at_a_time_retires_without_lingering() {
     let backend = Responder::start(FB).await;
     let up = upstream(&backend, 4, LINGER_LONG);
     answer_two_on_a_lane(&up).await;
-    let lone_call = |seqid: i32| {
-        let up = Arc::clone(&up);
-        async move {
-            let ticket = join(&up).expect("the lingering lane");
-            bounded(&up, ticket, ping(seqid), Duration::from_secs(5))
-                .await
-                .expect("reply on the lane");
-        }
-    };
-    for seqid in 1..SOLO_CALLS_BEFORE_RETIRING as i32 {
-        lone_call(seqid).await;
-    }
+    lone_calls_on_the_lane(&up, SOLO_CALLS_BEFORE_RETIRING - 1).await;
     assert_eq!(
         up.backends[0].lanes.active_count(),
         1,
         "one lone call short of the limit, the lane still lingers"
     );
-    lone_call(0).await;
+    lone_calls_on_the_lane(&up, 1).await;
     let retired = tokio::time::timeout(Duration::from_millis(500), async {
         while up.backends[0].lanes.active_count() != 0 {
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -357,19 +357,8 @@ async fn calls_that_overlap_on_a_lane_restart_the_count_of_lone_ones() {
     // Both calls go out in one batch (this test's runtime runs the two
     // callers before the lane task), so the lane starts with no lone call.
     answer_two_on_a_lane(&up).await;
-    let lone_calls = |count: i32| {
-        let up = Arc::clone(&up);
-        async move {
-            for seqid in 0..count {
-                let ticket = join(&up).expect("the lingering lane");
-                bounded(&up, ticket, ping(seqid), Duration::from_secs(5))
-                    .await
-                    .expect("reply on the lane");
-            }
-        }
-    };
-    let just_short = SOLO_CALLS_BEFORE_RETIRING as i32 - 1;
-    lone_calls(just_short).await;
+    let just_short = SOLO_CALLS_BEFORE_RETIRING - 1;
+    lone_calls_on_the_lane(&up, just_short).await;
     // Two calls at once on the lingering lane: they overlap.
     let together = vec![
         join(&up).expect("the lingering lane"),
@@ -377,7 +366,7 @@ async fn calls_that_overlap_on_a_lane_restart_the_count_of_lone_ones() {
     ];
     let results = send_all(&up, together, Duration::from_secs(5)).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
-    lone_calls(just_short).await;
+    lone_calls_on_the_lane(&up, just_short).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(
         up.backends[0].lanes.active_count(),
