@@ -366,7 +366,17 @@ pub enum Threads {
 
 impl<'de> Deserialize<'de> for Threads {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Unexpected;
+
         struct ThreadsVisitor;
+
+        /// `n` as a thread count, if it is one of 1 to the limit.
+        fn count<N: TryInto<usize>>(n: N) -> Option<Threads> {
+            n.try_into()
+                .ok()
+                .filter(|count| (1..=MAX_RUNTIME_THREADS).contains(count))
+                .map(Threads::Count)
+        }
 
         impl serde::de::Visitor<'_> for ThreadsVisitor {
             type Value = Threads;
@@ -379,23 +389,17 @@ impl<'de> Deserialize<'de> for Threads {
             }
 
             fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Threads, E> {
-                match usize::try_from(n) {
-                    Ok(count @ 1..=MAX_RUNTIME_THREADS) => Ok(Threads::Count(count)),
-                    _ => Err(E::invalid_value(serde::de::Unexpected::Signed(n), &self)),
-                }
+                count(n).ok_or_else(|| E::invalid_value(Unexpected::Signed(n), &self))
             }
 
             fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Threads, E> {
-                match usize::try_from(n) {
-                    Ok(count @ 1..=MAX_RUNTIME_THREADS) => Ok(Threads::Count(count)),
-                    _ => Err(E::invalid_value(serde::de::Unexpected::Unsigned(n), &self)),
-                }
+                count(n).ok_or_else(|| E::invalid_value(Unexpected::Unsigned(n), &self))
             }
 
             fn visit_str<E: serde::de::Error>(self, word: &str) -> Result<Threads, E> {
                 match word {
                     "auto" => Ok(Threads::Auto),
-                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(word), &self)),
+                    _ => Err(E::invalid_value(Unexpected::Str(word), &self)),
                 }
             }
         }
