@@ -16,7 +16,7 @@ use uploader_idl::{
 };
 
 use crate::image::{self, ImageError};
-use crate::key::{object_key, Digests};
+use crate::key::{object_key, sha256_hex};
 use crate::metrics::{Metrics, Outcome};
 use crate::storage::{PutOutcome, Storage, StorageError};
 
@@ -122,13 +122,13 @@ impl Handler {
             ),
         })?;
 
-        let digests = Digests::of(&data);
-        let key = object_key(&self.key_prefix, &digests.sha256_hex, kind);
+        let sha256 = sha256_hex(&data);
+        let key = object_key(&self.key_prefix, &sha256, kind);
         let size = data.len() as i64;
         let started = Instant::now();
-        let put =
-            self.runtime
-                .block_on(self.storage.put(&key, data, kind.mime(), &digests.md5_hex));
+        let put = self
+            .runtime
+            .block_on(self.storage.put(&key, data, kind.mime()));
         self.metrics
             .storage_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -155,7 +155,7 @@ impl Handler {
             key,
             size,
             kind.mime().to_string(),
-            digests.sha256_hex,
+            sha256,
         );
         Ok((result, outcome))
     }
@@ -238,7 +238,7 @@ mod tests {
             .handler
             .upload(req(PNG, Some("image/png")))
             .expect("stored");
-        let sha = Digests::of(PNG).sha256_hex;
+        let sha = sha256_hex(PNG);
         assert_eq!(
             first.key,
             format!("images/{}/{}/{sha}.png", &sha[..2], &sha[2..4])

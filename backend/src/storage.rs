@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use md5::{Digest, Md5};
 use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::{services, ErrorKind, Operator};
 
@@ -213,20 +214,22 @@ impl Storage {
         key: &str,
         data: Vec<u8>,
         content_type: &str,
-        md5_hex: &str,
     ) -> Result<PutOutcome, StorageError> {
         let unavailable = |e: opendal::Error| StorageError::Unavailable {
             key: key.to_string(),
             message: e.to_string(),
         };
         let size = data.len() as u64;
+        // Only OSS reports an ETag to check against, so only OSS pays for the
+        // MD5 (in fs mode it was more than half the uploader's CPU per upload).
+        let md5_hex = (self.kind == StorageKind::Oss).then(|| hex::encode(Md5::digest(&data)));
         match self.op.stat(key).await {
             Ok(meta) if meta.is_file() && meta.content_length() == size => {
                 // fs reports no ETag; equal size under a SHA-256 name is
                 // enough. OSS does, and a stored object with a different
                 // digest (a corrupt earlier write) is replaced.
-                let same = match (self.kind, meta.etag()) {
-                    (StorageKind::Oss, Some(etag)) => etag_matches(etag, md5_hex),
+                let same = match (&md5_hex, meta.etag()) {
+                    (Some(md5_hex), Some(etag)) => etag_matches(etag, md5_hex),
                     _ => true,
                 };
                 if same {
@@ -243,9 +246,9 @@ impl Storage {
             .content_type(content_type)
             .await
             .map_err(unavailable)?;
-        if self.kind == StorageKind::Oss {
+        if let Some(md5_hex) = md5_hex {
             let reported = meta.etag().unwrap_or_default();
-            if !etag_matches(reported, md5_hex) {
+            if !etag_matches(reported, &md5_hex) {
                 // Leave nothing behind that a retry would mistake for the
                 // finished object.
                 if let Err(e) = self.op.delete(key).await {
@@ -253,7 +256,7 @@ impl Storage {
                 }
                 return Err(StorageError::Integrity {
                     key: key.to_string(),
-                    expected: md5_hex.to_string(),
+                    expected: md5_hex,
                     reported: if reported.is_empty() {
                         "missing".to_string()
                     } else {
