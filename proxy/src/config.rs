@@ -285,9 +285,9 @@ pub struct ForwardingConfig {
     /// to the backend's through kernel pipes, never copied by probegate
     /// (README "Large calls go through pipes"). `false` receives them into
     /// memory like any call: more of probegate's CPU, but a backend on the
-    /// same CPU that reads every byte (hashing it) then copies the body from
-    /// pages probegate's send left warm; spliced pages come cold and cost it
-    /// more than probegate saves (bench/README.md, fifth and eighth rounds).
+    /// same CPU that reads every byte (hashing it) copies such a body out of
+    /// its socket more cheaply than a spliced one, by more than probegate
+    /// saves (bench/README.md, fifth and eighth rounds).
     pub pipe_large_calls: bool,
 }
 
