@@ -33,12 +33,14 @@
 //! - `chart`: the SVG chart.
 //! - `measure`: one measurement of one target, as a record of metrics.
 //! - `run`: the orchestration of workloads, repetitions and targets.
+//! - `malloc`: the responder's allocator settings (large buffers stay mapped).
 
 #![deny(unsafe_code)]
 
 pub mod answerer;
-// io_uring's submissions hand the kernel raw buffer pointers: the unsafe
-// code of this crate is in these two modules.
+// io_uring's submissions hand the kernel raw buffer pointers, and glibc's
+// allocator settings are a C call: the unsafe code of this crate is in
+// these three modules.
 #[allow(unsafe_code)]
 pub mod answerer_uring;
 pub mod chart;
@@ -51,6 +53,8 @@ pub mod idle;
 pub mod incident;
 pub mod load;
 pub mod machine;
+#[allow(unsafe_code)]
+pub mod malloc;
 pub mod measure;
 pub mod options;
 pub mod payload;

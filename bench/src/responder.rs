@@ -43,7 +43,7 @@ pub(crate) const SOCKET_BUFFER: usize = 64 * 1024;
 /// How the responder uses its sockets, for the bench's output.
 pub fn describe_io() -> String {
     format!(
-        "reads through a {} KiB buffer and writes each reply in one write() (like Thrift's Java and Go servers)",
+        "reads through a {} KiB buffer and writes each reply in one write() (like Thrift's Java and Go servers); glibc's mmap and trim thresholds fixed, so large buffers stay mapped between calls (malloc.rs)",
         SOCKET_BUFFER / 1024
     )
 }
@@ -84,6 +84,9 @@ struct Counters {
 /// Binds both listeners on loopback port 0, prints the `listening` line and
 /// serves until the process is terminated.
 pub fn run(workers: usize) -> io::Result<()> {
+    if !crate::malloc::keep_large_buffers_mapped() {
+        eprintln!("responder: the C library refused fixed malloc thresholds; large buffers may be mapped anew for each call (see malloc.rs)");
+    }
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let admin = TcpListener::bind("127.0.0.1:0")?;
     let thrift_addr = listener.local_addr()?;
