@@ -19,8 +19,9 @@
 pub fn keep_large_buffers_mapped() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        // SAFETY: mallopt only sets allocator parameters; the responder calls
-        // it before it starts any thread.
+        // SAFETY: mallopt takes no pointers and only sets allocator
+        // parameters, under glibc's own lock; the responder calls it before
+        // it starts a thread, so every worker's arena is made under them.
         unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1
                 && libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX) == 1
@@ -29,6 +30,16 @@ pub fn keep_large_buffers_mapped() -> bool {
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {
         false
+    }
+}
+
+/// What [`keep_large_buffers_mapped`] does on this build, for the bench's
+/// output (the responder is this binary, run as a child).
+pub fn describe() -> &'static str {
+    if cfg!(all(target_os = "linux", target_env = "gnu")) {
+        "glibc's mmap and trim thresholds fixed, so large buffers stay mapped between calls (malloc.rs)"
+    } else {
+        "the C library's allocator as it comes (not glibc: malloc.rs sets nothing)"
     }
 }
 

@@ -43,8 +43,9 @@ pub(crate) const SOCKET_BUFFER: usize = 64 * 1024;
 /// How the responder uses its sockets, for the bench's output.
 pub fn describe_io() -> String {
     format!(
-        "reads through a {} KiB buffer and writes each reply in one write() (like Thrift's Java and Go servers); glibc's mmap and trim thresholds fixed, so large buffers stay mapped between calls (malloc.rs)",
-        SOCKET_BUFFER / 1024
+        "reads through a {} KiB buffer and writes each reply in one write() (like Thrift's Java and Go servers); {}",
+        SOCKET_BUFFER / 1024,
+        crate::malloc::describe()
     )
 }
 
