@@ -104,6 +104,8 @@ fn exit(code: i32) -> ExitCode {
 }
 
 fn serve(path: &std::path::Path) -> ExitCode {
+    // Before any worker allocates (see uploader::malloc).
+    let buffers_kept = uploader::malloc::keep_large_buffers_in_heap();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -111,6 +113,11 @@ fn serve(path: &std::path::Path) -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
+    if buffers_kept {
+        tracing::debug!("allocator: {}", uploader::malloc::describe());
+    } else {
+        tracing::warn!("allocator: the C library refused fixed malloc thresholds, so large upload buffers may be mapped and faulted in anew for each call; uploads cost more CPU, nothing else changes");
+    }
 
     let config = match Config::load(path) {
         Ok(config) => config,

@@ -33,7 +33,6 @@
 //! - `chart`: the SVG chart.
 //! - `measure`: one measurement of one target, as a record of metrics.
 //! - `run`: the orchestration of workloads, repetitions and targets.
-//! - `malloc`: the responder's allocator settings (large buffers stay mapped).
 
 #![deny(unsafe_code)]
 
@@ -54,7 +53,6 @@ pub mod incident;
 pub mod load;
 pub mod machine;
 #[allow(unsafe_code)]
-pub mod malloc;
 pub mod measure;
 pub mod options;
 pub mod payload;

@@ -45,7 +45,7 @@ pub fn describe_io() -> String {
     format!(
         "reads through a {} KiB buffer and writes each reply in one write() (like Thrift's Java and Go servers); {}",
         SOCKET_BUFFER / 1024,
-        crate::malloc::describe()
+        uploader::malloc::describe()
     )
 }
 
@@ -85,8 +85,11 @@ struct Counters {
 /// Binds both listeners on loopback port 0, prints the `listening` line and
 /// serves until the process is terminated.
 pub fn run(workers: usize) -> io::Result<()> {
-    if !crate::malloc::keep_large_buffers_mapped() {
-        eprintln!("responder: the C library refused fixed malloc thresholds; large buffers may be mapped anew for each call (see malloc.rs)");
+    // The uploader's allocator settings, for the same reason (see
+    // uploader::malloc): otherwise some responder processes map and fault
+    // in every upload's buffers anew, at twice the CPU per upload.
+    if !uploader::malloc::keep_large_buffers_in_heap() {
+        eprintln!("responder: the C library refused fixed malloc thresholds; large buffers may be mapped anew for each call (see uploader::malloc)");
     }
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let admin = TcpListener::bind("127.0.0.1:0")?;
