@@ -13,6 +13,8 @@ use crate::deploy::Target;
 use crate::report::Summary;
 use crate::stats::Spread;
 
+mod upload_budget;
+
 /// This run's summary of `target` in `workload`, if it measured them.
 fn find<'a>(s: &'a [Summary], workload: &str, target: Target) -> Option<&'a Summary> {
     s.iter()
@@ -485,8 +487,13 @@ pub fn check(s: &[Summary]) -> Vec<String> {
             best_haproxy(s, w, "mb_per_s", true),
         ) {
             let (met, per_rep) = judged_ratio(s, w, "mb_per_s", true, p / h, |r| r >= 1.5);
+            let budget = if w == "upload-1m" {
+                upload_budget::explain(s).unwrap_or_default()
+            } else {
+                String::new()
+            };
             out.push(format!(
-                "{} {w} ({what}): probegate {p:.1} MB/s = {:.2}× HAProxy's best {h:.1} MB/s{per_rep} (goal ≥ 1.5×)",
+                "{} {w} ({what}): probegate {p:.1} MB/s = {:.2}× HAProxy's best {h:.1} MB/s{per_rep} (goal ≥ 1.5×){budget}",
                 verdict(met),
                 p / h
             ));
@@ -566,7 +573,7 @@ mod tests {
     use crate::stats::Spread;
     use std::collections::BTreeMap;
 
-    fn summary(workload: &str, target: Target, metrics: &[(&str, f64)]) -> Summary {
+    pub(super) fn summary(workload: &str, target: Target, metrics: &[(&str, f64)]) -> Summary {
         Summary {
             workload: workload.to_string(),
             shape: Shape::Calls,
@@ -584,7 +591,7 @@ mod tests {
         }
     }
 
-    fn line<'a>(lines: &'a [String], containing: &str) -> &'a str {
+    pub(super) fn line<'a>(lines: &'a [String], containing: &str) -> &'a str {
         lines
             .iter()
             .find(|l| l.contains(containing))
@@ -616,7 +623,7 @@ mod tests {
 
     /// The metrics a saturated ping-32 is judged by: calls/s, and the
     /// proxy's and the backend's CPU per call in µs.
-    fn cpu(calls: f64, proxy: f64, backend: f64) -> [(&'static str, f64); 3] {
+    pub(super) fn cpu(calls: f64, proxy: f64, backend: f64) -> [(&'static str, f64); 3] {
         [
             ("calls_per_s", calls),
             ("proxy_cpu_us_per_call", proxy),
