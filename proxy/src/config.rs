@@ -284,10 +284,9 @@ pub struct ForwardingConfig {
     /// Whether the bodies of large framed calls go from the client's socket
     /// to the backend's through kernel pipes, never copied by probegate
     /// (README "Large calls go through pipes"). `false` receives them into
-    /// memory like any call: more of probegate's CPU, but a backend on the
-    /// same CPU that reads every byte (hashing it) copies such a body out of
-    /// its socket more cheaply than a spliced one, by more than probegate
-    /// saves (bench/README.md, fifth and eighth rounds).
+    /// memory like any call: more of probegate's CPU, and measured slower
+    /// with the uploader and with the bench's responder behind it
+    /// (bench/README.md, fifth and ninth rounds).
     pub pipe_large_calls: bool,
 }
 
