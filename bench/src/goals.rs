@@ -306,6 +306,23 @@ fn server_cpu_busy(s: &[Summary], workload: &str, target: Target) -> Option<f64>
 /// CPU per call.
 const SATURATED: f64 = 0.95;
 
+/// HAProxy's best configuration in `workload` by `key` (higher is
+/// better), with the busy shares of the server CPU behind probegate and
+/// behind it, when both are saturated: only then is calls/s the inverse of
+/// proxy + backend CPU per call, so that a ceiling or a budget can be
+/// reckoned from CPU per call. `None` otherwise, or when a number is
+/// missing.
+fn saturated_against_best_haproxy(
+    s: &[Summary],
+    workload: &str,
+    key: &str,
+) -> Option<(Target, f64, f64)> {
+    let (haproxy, _) = best_haproxy_target(s, workload, key, true)?;
+    let p_busy = server_cpu_busy(s, workload, Target::Probegate)?;
+    let h_busy = server_cpu_busy(s, workload, haproxy)?;
+    (p_busy.min(h_busy) >= SATURATED).then_some((haproxy, p_busy, h_busy))
+}
+
 /// What a proxy costing only `answerer`'s CPU (with probegate's backend
 /// cost) would reach against HAProxy's `haproxy` configuration when the
 /// server CPU is saturated (see [`ping32_ceiling`]): HAProxy's proxy +
@@ -332,14 +349,7 @@ fn ceiling(
 /// could.
 fn ping32_ceiling(s: &[Summary]) -> Option<String> {
     let w = "ping-32";
-    let (haproxy, _) = best_haproxy_target(s, w, "calls_per_s", true)?;
-    let (p_busy, h_busy) = (
-        server_cpu_busy(s, w, Target::Probegate)?,
-        server_cpu_busy(s, w, haproxy)?,
-    );
-    if p_busy.min(h_busy) < SATURATED {
-        return None;
-    }
+    let (haproxy, p_busy, h_busy) = saturated_against_best_haproxy(s, w, "calls_per_s")?;
     let reach = |answerer| ceiling(s, w, haproxy, answerer, At::Median);
     let uring = reach(Target::AnswererUring)
         .map(|r| format!(", one costing only the io_uring answerer's {r:.2}×"))

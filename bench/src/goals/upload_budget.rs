@@ -12,7 +12,7 @@
 //! where no uploader shares the CPU), so a miss can be read as "probegate
 //! too dear" or "no proxy fits".
 
-use super::{best_haproxy_target, get, server_cpu_busy, server_cpu_per_call, At, SATURATED};
+use super::{get, saturated_against_best_haproxy, server_cpu_per_call, At};
 use crate::deploy::Target;
 use crate::report::Summary;
 
@@ -28,14 +28,7 @@ const GOAL: f64 = 1.5;
 /// upload does not set uploads/s, and there is no budget to speak of).
 pub(super) fn explain(s: &[Summary]) -> Option<String> {
     let w = WITH_STORAGE;
-    let (haproxy, _) = best_haproxy_target(s, w, "mb_per_s", true)?;
-    let (p_busy, h_busy) = (
-        server_cpu_busy(s, w, Target::Probegate)?,
-        server_cpu_busy(s, w, haproxy)?,
-    );
-    if p_busy.min(h_busy) < SATURATED {
-        return None;
-    }
+    let (haproxy, p_busy, h_busy) = saturated_against_best_haproxy(s, w, "mb_per_s")?;
     let budget = server_cpu_per_call(s, w, haproxy, At::Median)? / GOAL;
     let probegate = get(s, w, Target::Probegate, "proxy_cpu_us_per_call")?;
     let behind = get(s, w, Target::Probegate, "backend_cpu_us_per_call")?;
