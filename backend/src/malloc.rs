@@ -11,11 +11,12 @@
 //! faults and the kernel's zeroing of a megabyte of new pages, for the
 //! connection's whole life.
 //!
-//! Measured with 1 MiB uploads straight to a fresh uploader, four clients,
-//! four fresh starts each (bench/README, ninth round): 1017–1424 µs of CPU
-//! per upload with glibc's defaults, 882–954 with these settings; behind one
-//! probegate the uploader cost 990–1065 or 1279–1319 µs per upload depending
-//! on which workers served it, 1008–1100 whichever did with these settings.
+//! Measured with 1 MiB uploads from four clients through a fresh probegate
+//! to a fresh uploader, four fresh starts each, alternated (bench/README,
+//! ninth round): 1122–1468 µs of the uploader's CPU per upload with glibc's
+//! defaults, 1010–1193 with these settings. Straight to the uploader, with
+//! new connections in every window, the defaults were slower only in the
+//! first seconds after a start (1193–1263 µs, then 868–998 like the fix).
 //!
 //! The price is memory: freed buffers stay with their arena for the next
 //! call, up to [`TRIM_THRESHOLD`] of free memory at the top of each arena.
