@@ -1,7 +1,8 @@
 //! The process contract every server keeps, on the backend: SIGTERM and
 //! SIGINT stop it with status 0, and a restart on the same addresses serves
 //! what was stored before (the harness's `restart()`, which proxy tests use
-//! to bring a backend back).
+//! to bring a backend back), and on glibc it sets its allocator up before
+//! any worker starts.
 
 use std::time::Duration;
 
@@ -70,4 +71,23 @@ fn restart_keeps_addresses_and_data() {
             .expect("ping"),
         "pong"
     );
+}
+
+/// On glibc the uploader fixes its allocator's thresholds before any worker
+/// starts (`uploader::malloc`); without that, some workers map and fault in
+/// every upload's buffers anew. A setting inside the C library shows
+/// outside only in the line the uploader logs about it, so this test sets
+/// the log filter itself instead of trusting the environment's `RUST_LOG`.
+#[test]
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn on_glibc_the_uploader_keeps_upload_buffers_in_the_heap() {
+    let mut config = UploaderConfig::new();
+    config
+        .env
+        .push(("RUST_LOG".to_string(), "uploader=debug".to_string()));
+    let backend = Uploader::start(config);
+    let expected = format!("allocator: {}", uploader::malloc::describe());
+    let log = backend.stderr();
+    assert!(log.contains(&expected), "no {expected:?} in:\n{log}");
+    assert!(!log.contains("refused fixed malloc thresholds"), "{log}");
 }
