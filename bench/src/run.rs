@@ -220,6 +220,10 @@ pub fn main(options: Options) -> Result<()> {
     ));
     notes.push(format!("client: {}", options.client_writes.describe()));
     notes.push(format!("responder: {}", responder::describe_io()));
+    notes.push(format!(
+        "uploader: sets its allocator up itself at start: {} (uploader::malloc)",
+        uploader::malloc::describe()
+    ));
     notes.push(
         "disk: `sync` before each workload, so one workload's writeback does not load the next"
             .to_string(),
