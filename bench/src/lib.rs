@@ -37,9 +37,8 @@
 #![deny(unsafe_code)]
 
 pub mod answerer;
-// io_uring's submissions hand the kernel raw buffer pointers, and glibc's
-// allocator settings are a C call: the unsafe code of this crate is in
-// these three modules.
+// io_uring's submissions hand the kernel raw buffer pointers: the unsafe
+// code of this crate is in these two modules.
 #[allow(unsafe_code)]
 pub mod answerer_uring;
 pub mod chart;
@@ -52,7 +51,6 @@ pub mod idle;
 pub mod incident;
 pub mod load;
 pub mod machine;
-#[allow(unsafe_code)]
 pub mod measure;
 pub mod options;
 pub mod payload;
