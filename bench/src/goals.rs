@@ -497,7 +497,7 @@ pub fn check(s: &[Summary]) -> Vec<String> {
             best_haproxy(s, w, "mb_per_s", true),
         ) {
             let (met, per_rep) = judged_ratio(s, w, "mb_per_s", true, p / h, |r| r >= 1.5);
-            let budget = if w == "upload-1m" {
+            let budget = if w == upload_budget::WITH_STORAGE {
                 upload_budget::explain(s).unwrap_or_default()
             } else {
                 String::new()

@@ -18,7 +18,7 @@ use crate::report::Summary;
 
 /// The workload judged, and the one that measures the same proxy without
 /// storage behind it.
-const WITH_STORAGE: &str = "upload-1m";
+pub(super) const WITH_STORAGE: &str = "upload-1m";
 const DATA_PATH: &str = "upload-1m-nostore";
 /// The goal: probegate's MB/s over HAProxy's best.
 const GOAL: f64 = 1.5;
@@ -29,7 +29,8 @@ const GOAL: f64 = 1.5;
 pub(super) fn explain(s: &[Summary]) -> Option<String> {
     let w = WITH_STORAGE;
     let (haproxy, p_busy, h_busy) = saturated_against_best_haproxy(s, w, "mb_per_s")?;
-    let budget = server_cpu_per_call(s, w, haproxy, At::Median)? / GOAL;
+    let haproxy_cost = server_cpu_per_call(s, w, haproxy, At::Median)?;
+    let budget = haproxy_cost / GOAL;
     let probegate = get(s, w, Target::Probegate, "proxy_cpu_us_per_call")?;
     let behind = get(s, w, Target::Probegate, "backend_cpu_us_per_call")?;
     let direct = get(s, w, Target::Direct, "backend_cpu_us_per_call")?;
@@ -46,7 +47,7 @@ pub(super) fn explain(s: &[Summary]) -> Option<String> {
         "; the server CPU was {:.0} % busy behind probegate and {:.0} % behind HAProxy, so uploads/s is the inverse of proxy + uploader CPU per upload: {GOAL}× needs probegate and its uploader to spend at most {budget:.0} µs per upload, the uploader alone spends {direct:.0} µs going direct (a proxy costing nothing would reach {:.2}×), {leaves}; probegate spent {probegate:.0} µs with storage (its uploader {behind:.0} µs){data_path}",
         100.0 * p_busy,
         100.0 * h_busy,
-        budget * GOAL / direct,
+        haproxy_cost / direct,
     ))
 }
 
