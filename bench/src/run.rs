@@ -1,7 +1,8 @@
 //! The run: build the servers, set up the machine, then for each workload
-//! start every target (each with its own backend), repeat the measurement
-//! with the targets interleaved (rotating who goes first, so drifts hit all
-//! alike), stop them, and finally print, write and draw the results.
+//! and each repetition start every target afresh (each with its own
+//! backend), measure them one after the other (rotating who starts and goes
+//! first, so drifts hit all alike), stop them, and finally print, write and
+//! draw the results.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -293,32 +294,48 @@ pub fn main(options: Options) -> Result<()> {
         }
         eprintln!("bench: {} ...", workload.name);
         settle_disk();
-        let mut deployments = Vec::new();
-        for &t in targets
+        let wanted: Vec<Target> = targets
             .iter()
+            .copied()
             .filter(|t| workload.answerer || !t.answers_itself())
-        {
-            match Deployment::start(&env, t, workload.backend, workload.first_byte) {
-                Ok(d) => deployments.push(d),
+            .collect();
+        let call = match workload.kind {
+            Kind::Calls {
+                upload: Some(size), ..
+            } => match payload::png_of_size(size) {
+                Ok(png) => Call::Upload(Arc::new(png)),
                 Err(e) => {
-                    let msg = format!("{}: {} skipped: {e:#}", workload.name, t.name());
-                    eprintln!("bench: {msg}");
-                    skipped.push(msg);
+                    skipped.push(format!("{}: failed: {e:#}", workload.name));
+                    continue;
+                }
+            },
+            _ => Call::Ping,
+        };
+        for rep in 0..options.reps() {
+            let deployments = deploy(&env, workload, &rotated(&wanted, rep), &mut skipped);
+            let outcome = run_rep(
+                workload,
+                &deployments,
+                &call,
+                rep,
+                &options,
+                &machine,
+                &records,
+            );
+            // Stopped in parallel: each waits for its processes to exit.
+            thread::scope(|s| {
+                for d in deployments {
+                    s.spawn(move || d.stop());
+                }
+            });
+            match outcome {
+                Ok(mut r) => records.append(&mut r),
+                Err(e) => {
+                    skipped.push(format!("{}: failed: {e:#}", workload.name));
+                    break;
                 }
             }
         }
-        if !deployments.is_empty() {
-            match run_workload(workload, &deployments, &options, &machine, &records) {
-                Ok(mut r) => records.append(&mut r),
-                Err(e) => skipped.push(format!("{}: failed: {e:#}", workload.name)),
-            }
-        }
-        // Stopped in parallel: each waits for its processes to exit.
-        thread::scope(|s| {
-            for d in deployments {
-                s.spawn(move || d.stop());
-            }
-        });
     }
 
     let summaries = report::summarize(&records);
@@ -543,70 +560,97 @@ fn git_head(root: &Path) -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
-fn run_workload(
+/// Starts `targets` for one repetition of `workload`, in that order, each
+/// with its own backend. A target that does not start is noted in
+/// `skipped` (once, however many repetitions it fails) and left out.
+fn deploy(
+    env: &Env,
+    workload: &Workload,
+    targets: &[Target],
+    skipped: &mut Vec<String>,
+) -> Vec<Deployment> {
+    let mut deployments = Vec::new();
+    for &t in targets {
+        match Deployment::start(env, t, workload.backend, workload.first_byte) {
+            Ok(d) => deployments.push(d),
+            Err(e) => {
+                let msg = format!("{}: {} skipped: {e:#}", workload.name, t.name());
+                eprintln!("bench: {msg}");
+                if !skipped.contains(&msg) {
+                    skipped.push(msg);
+                }
+            }
+        }
+    }
+    deployments
+}
+
+/// `targets` starting at the `rep`-th (wrapping): each repetition starts
+/// and measures a different target first, so that neither the order of
+/// starting nor a drift within a repetition favours one target.
+fn rotated(targets: &[Target], rep: u32) -> Vec<Target> {
+    let mut order = targets.to_vec();
+    if !order.is_empty() {
+        let first = rep as usize % order.len();
+        order.rotate_left(first);
+    }
+    order
+}
+
+/// One repetition of `workload` on freshly started `deployments`, measured
+/// in their order. Deployed afresh for each repetition, so that what a
+/// deployment draws when it starts (which backend workers its pooled
+/// connections get, their receive windows, a spread between processes
+/// that bench/README.md's ninth round could not explain) is a new draw
+/// each time instead of holding for every repetition; and the incident
+/// replays against a backend none of whose workers an earlier replay
+/// pinned.
+fn run_rep(
     workload: &Workload,
     deployments: &[Deployment],
+    call: &Call,
+    rep: u32,
     options: &Options,
     machine: &Machine,
     earlier: &[Record],
 ) -> Result<Vec<Record>> {
-    let mut records = Vec::new();
     if let Kind::Incident = workload.kind {
-        for rep in 0..options.reps() {
-            records.extend(incident_rep(workload.name, deployments, options, rep));
-        }
-        return Ok(records);
+        return Ok(incident_rep(workload.name, deployments, options, rep));
     }
-    let call = match workload.kind {
-        Kind::Calls {
-            upload: Some(size), ..
-        } => Call::Upload(Arc::new(payload::png_of_size(size)?)),
-        _ => Call::Ping,
-    };
-    for rep in 0..options.reps() {
-        let n = deployments.len();
-        for i in 0..n {
-            let d = &deployments[(i + rep as usize) % n];
-            let record = match workload.kind {
-                Kind::Calls { clients, .. } => calls_rep(
+    let mut records = Vec::new();
+    for d in deployments {
+        let record = match workload.kind {
+            Kind::Calls { clients, .. } => {
+                calls_rep(workload.name, d, options, machine, rep, clients, call, None)
+            }
+            Kind::Storm => {
+                // The same servers without the storm, just before: the
+                // p99 the storm's is compared with comes from the same
+                // minute of the run, so a drift of the VM between
+                // workloads (it switches phase) does not move the ratio.
+                // After a pause: the window before was another target's
+                // storm, whose thousands of closed connections would
+                // otherwise still be torn down in this one.
+                thread::sleep(crate::measure::COOL_DOWN);
+                let calm = calls_rep(workload.name, d, options, machine, rep, 1, call, None);
+                let mut r = calls_rep(
                     workload.name,
                     d,
                     options,
                     machine,
                     rep,
-                    clients,
-                    &call,
-                    None,
-                ),
-                Kind::Storm => {
-                    // The same servers without the storm, just before: the
-                    // p99 the storm's is compared with comes from the same
-                    // minute of the run, so a drift of the VM between
-                    // workloads (it switches phase) does not move the ratio.
-                    // After a pause: the window before was another target's
-                    // storm, whose thousands of closed connections would
-                    // otherwise still be torn down in this one.
-                    thread::sleep(crate::measure::COOL_DOWN);
-                    let calm = calls_rep(workload.name, d, options, machine, rep, 1, &call, None);
-                    let mut r = calls_rep(
-                        workload.name,
-                        d,
-                        options,
-                        machine,
-                        rep,
-                        1,
-                        &call,
-                        Some(options.probe_rate),
-                    );
-                    compare_with_calm(&mut r, &calm);
-                    count_conns_over_calm(&mut r, &calm, earlier, d.target);
-                    r
-                }
-                Kind::Idle => idle_rep(workload.name, d, options, rep),
-                Kind::Incident => unreachable!("handled above"),
-            };
-            records.push(record);
-        }
+                    1,
+                    call,
+                    Some(options.probe_rate),
+                );
+                compare_with_calm(&mut r, &calm);
+                count_conns_over_calm(&mut r, &calm, earlier, d.target);
+                r
+            }
+            Kind::Idle => idle_rep(workload.name, d, options, rep),
+            Kind::Incident => unreachable!("handled above"),
+        };
+        records.push(record);
     }
     Ok(records)
 }
@@ -707,6 +751,22 @@ mod tests {
         // Never below none, and nothing to judge without any baseline.
         assert_eq!(over(Some(5.0), &[]), Some(0.0));
         assert_eq!(over(None, &[]), None);
+    }
+
+    #[test]
+    fn each_repetition_starts_and_measures_another_target_first() {
+        let targets = [Target::Direct, Target::HaproxyInspect, Target::Probegate];
+        let firsts: Vec<Target> = (0..3).map(|rep| rotated(&targets, rep)[0]).collect();
+        assert_eq!(
+            firsts, targets,
+            "every target first once in three repetitions"
+        );
+        assert_eq!(
+            rotated(&targets, 4),
+            [Target::HaproxyInspect, Target::Probegate, Target::Direct],
+            "the cycle keeps the targets' order and wraps"
+        );
+        assert!(rotated(&[], 2).is_empty());
     }
 
     #[test]
