@@ -14,6 +14,7 @@ const COLORS: [RGBColor; Target::ALL.len()] = [
     RGBColor(120, 120, 120), // direct
     RGBColor(230, 150, 60),  // haproxy-tcp
     RGBColor(200, 80, 60),   // haproxy-inspect
+    RGBColor(150, 40, 40),   // haproxy-splice
     RGBColor(50, 110, 200),  // probegate
     RGBColor(110, 180, 110), // answerer
     RGBColor(150, 110, 190), // answerer-uring

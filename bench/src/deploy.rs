@@ -29,6 +29,9 @@ pub enum Target {
     Direct,
     HaproxyTcp,
     HaproxyInspect,
+    /// haproxy-inspect splicing bodies through pipes (haproxy.rs). Upload
+    /// workloads only.
+    HaproxySplice,
     Probegate,
     /// No backend: probegate's runtime answering every call itself
     /// (answerer.rs), the reference floor of a proxy's CPU per call. Ping
@@ -40,10 +43,11 @@ pub enum Target {
 }
 
 impl Target {
-    pub const ALL: [Target; 6] = [
+    pub const ALL: [Target; 7] = [
         Target::Direct,
         Target::HaproxyTcp,
         Target::HaproxyInspect,
+        Target::HaproxySplice,
         Target::Probegate,
         Target::Answerer,
         Target::AnswererUring,
@@ -54,6 +58,7 @@ impl Target {
             Target::Direct => "direct",
             Target::HaproxyTcp => "haproxy-tcp",
             Target::HaproxyInspect => "haproxy-inspect",
+            Target::HaproxySplice => "haproxy-splice",
             Target::Probegate => "probegate",
             Target::Answerer => "answerer",
             Target::AnswererUring => "answerer-uring",
@@ -64,6 +69,16 @@ impl Target {
     /// proxy's, only its CPU per call means something (as a floor).
     pub fn answers_itself(self) -> bool {
         matches!(self, Target::Answerer | Target::AnswererUring)
+    }
+
+    /// HAProxy's configuration, for the HAProxy targets.
+    pub fn haproxy_mode(self) -> Option<haproxy::Mode> {
+        match self {
+            Target::HaproxyTcp => Some(haproxy::Mode::Tcp),
+            Target::HaproxyInspect => Some(haproxy::Mode::Inspect),
+            Target::HaproxySplice => Some(haproxy::Mode::Splice),
+            _ => None,
+        }
     }
 
     /// Whether its "proxy" CPU is measured: the proxies', and the answerer's
@@ -188,12 +203,8 @@ impl Deployment {
             Target::Answerer | Target::AnswererUring => {
                 unreachable!("started above, without a backend")
             }
-            Target::HaproxyTcp | Target::HaproxyInspect => {
-                let mode = if target == Target::HaproxyTcp {
-                    haproxy::Mode::Tcp
-                } else {
-                    haproxy::Mode::Inspect
-                };
+            Target::HaproxyTcp | Target::HaproxyInspect | Target::HaproxySplice => {
+                let mode = target.haproxy_mode().expect("an HAProxy target");
                 let name = env.next_name(target.name());
                 match Haproxy::start(env.machine, mode, thrift, &env.work_dir, &name, first_byte) {
                     Ok(h) => {

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::thread;
 use std::time::Duration;
 
-use crate::deploy::{BackendCounts, Deployment, Target};
+use crate::deploy::{BackendCounts, Deployment};
 use crate::load::{self, Call};
 use crate::machine::Machine;
 use crate::options::Options;
@@ -202,9 +202,9 @@ pub fn idle_rep(workload: &str, d: &Deployment, options: &Options, rep: u32) -> 
         Err(e) => r.notes.push(format!("ping while held failed: {e}")),
     }
     held.close();
-    if matches!(d.target, Target::HaproxyTcp | Target::HaproxyInspect) {
+    if let Some(mode) = d.target.haproxy_mode() {
         let nofile = crate::machine::nofile_limit();
-        let maxconn = haproxy::maxconn_for(nofile);
+        let maxconn = haproxy::maxconn_for(nofile, mode);
         if (maxconn as usize) <= options.idle_clients {
             r.notes.push(format!(
                 "HAProxy's maxconn is {maxconn} here (2 descriptors per connection under RLIMIT_NOFILE {nofile}): clients past it wait in its accept queue"

@@ -30,7 +30,8 @@ pub struct Options {
     #[arg(long, default_value_t = 10_000)]
     pub idle_clients: usize,
     /// Only these targets (comma separated): direct, haproxy-tcp,
-    /// haproxy-inspect, probegate, answerer, answerer-uring.
+    /// haproxy-inspect, haproxy-splice (uploads only), probegate, answerer,
+    /// answerer-uring (pings only).
     #[arg(long, value_delimiter = ',')]
     pub targets: Vec<String>,
     /// Only these workloads (comma separated): ping-1, ping-32, ping-32-w10,

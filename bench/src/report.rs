@@ -228,8 +228,14 @@ fn columns(shape: Shape) -> Vec<Column> {
             ("vs haproxy-inspect", |s| {
                 fmt_ratio(s.ratios.get("calls_per_s_vs_haproxy-inspect"))
             }),
+            ("vs haproxy-splice", |s| {
+                fmt_ratio(s.ratios.get("calls_per_s_vs_haproxy-splice"))
+            }),
             ("CPU vs haproxy-inspect", |s| {
                 fmt_ratio(s.ratios.get("proxy_cpu_us_per_call_vs_haproxy-inspect"))
+            }),
+            ("CPU vs haproxy-splice", |s| {
+                fmt_ratio(s.ratios.get("proxy_cpu_us_per_call_vs_haproxy-splice"))
             }),
             ("CPU vs answerer", |s| {
                 fmt_ratio(s.ratios.get("proxy_cpu_us_per_call_vs_answerer"))

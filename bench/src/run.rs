@@ -50,6 +50,10 @@ struct Workload {
     /// Whether the `answerer` target runs it (the closed-loop ping workloads
     /// whose proxy CPU per call has a goal).
     answerer: bool,
+    /// Whether `haproxy-splice` runs it (the uploads, where HAProxy's best
+    /// moves bodies with `splice`; for small calls that only adds system
+    /// calls).
+    splice: bool,
 }
 
 /// probegate's default `timeouts.first_byte`, used as HAProxy's inspect
@@ -67,6 +71,7 @@ const WORKLOADS: [Workload; 9] = [
         kind: Kind::Calls { clients: 1, upload: None },
         first_byte: FIRST_BYTE,
         answerer: true,
+        splice: false,
     },
     Workload {
         name: "ping-32",
@@ -75,6 +80,7 @@ const WORKLOADS: [Workload; 9] = [
         kind: Kind::Calls { clients: 32, upload: None },
         first_byte: FIRST_BYTE,
         answerer: true,
+        splice: false,
     },
     Workload {
         name: "ping-32-w10",
@@ -83,6 +89,7 @@ const WORKLOADS: [Workload; 9] = [
         kind: Kind::Calls { clients: 32, upload: None },
         first_byte: FIRST_BYTE,
         answerer: false,
+        splice: false,
     },
     Workload {
         name: "upload-64k",
@@ -91,6 +98,7 @@ const WORKLOADS: [Workload; 9] = [
         kind: Kind::Calls { clients: 4, upload: Some(64 * 1024) },
         first_byte: FIRST_BYTE,
         answerer: false,
+        splice: true,
     },
     Workload {
         name: "upload-1m",
@@ -99,6 +107,7 @@ const WORKLOADS: [Workload; 9] = [
         kind: Kind::Calls { clients: 4, upload: Some(1024 * 1024) },
         first_byte: FIRST_BYTE,
         answerer: false,
+        splice: true,
     },
     Workload {
         name: "upload-1m-nostore",
@@ -110,6 +119,7 @@ const WORKLOADS: [Workload; 9] = [
         },
         first_byte: FIRST_BYTE,
         answerer: false,
+        splice: true,
     },
     Workload {
         name: "probe-storm",
@@ -118,6 +128,7 @@ const WORKLOADS: [Workload; 9] = [
         kind: Kind::Storm,
         first_byte: FIRST_BYTE,
         answerer: false,
+        splice: false,
     },
     Workload {
         name: "idle-clients",
@@ -126,6 +137,7 @@ const WORKLOADS: [Workload; 9] = [
         kind: Kind::Idle,
         first_byte: IDLE_FIRST_BYTE,
         answerer: false,
+        splice: false,
     },
     Workload {
         name: "incident",
@@ -134,6 +146,7 @@ const WORKLOADS: [Workload; 9] = [
         kind: Kind::Incident,
         first_byte: FIRST_BYTE,
         answerer: false,
+        splice: false,
     },
 ];
 
@@ -233,9 +246,7 @@ pub fn main(options: Options) -> Result<()> {
     let targets: Vec<Target> = Target::ALL
         .into_iter()
         .filter(|t| options.wants_target(t.name()))
-        .filter(|t| {
-            haproxy_version.is_some() || !matches!(t, Target::HaproxyTcp | Target::HaproxyInspect)
-        })
+        .filter(|t| haproxy_version.is_some() || t.haproxy_mode().is_none())
         .collect();
     let probegate_bin = bin_dir.join("probegate");
     let uploader_bin = bin_dir.join("uploader");
@@ -298,6 +309,7 @@ pub fn main(options: Options) -> Result<()> {
             .iter()
             .copied()
             .filter(|t| workload.answerer || !t.answers_itself())
+            .filter(|t| workload.splice || *t != Target::HaproxySplice)
             .collect();
         let call = match workload.kind {
             Kind::Calls {
@@ -781,7 +793,9 @@ mod tests {
         let target = parse(&["--targets", "probegate,haproxy"]).expect_err("no such target");
         assert!(
             target.contains("--targets: no such name \"haproxy\"")
-                && target.contains("haproxy-inspect, probegate, answerer, answerer-uring"),
+                && target.contains(
+                    "haproxy-inspect, haproxy-splice, probegate, answerer, answerer-uring"
+                ),
             "{target}"
         );
         let workload = parse(&["--workloads", "ping-64"]).expect_err("no such workload");
