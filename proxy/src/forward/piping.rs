@@ -2,6 +2,7 @@
 //! (`crate::upstream::piped`) instead of memory, under the same buffer
 //! budget and idle bound as a call received into memory.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -11,12 +12,15 @@ use super::budget::Budget;
 use super::within;
 use crate::protocols::thrift::{Flavor, Transport};
 use crate::upstream::piped::{Fill, PipeError, PipedBody};
+use crate::upstream::pipes::PipePool;
 use crate::upstream::Upstream;
 
 /// A call whose body (what is still to come after its first read) is at
-/// least this large is received into pipes. Below it, setting up the pipes
-/// (two `pipe2`, two `fcntl`, a `tee`, four `close`) costs about what the
-/// two copies it saves do.
+/// least this large is received into pipes. Below it, piping costs more
+/// than the two copies it saves, even with the pipes kept between calls
+/// (`upstream::pipes`): 64 KiB uploads piped cost probegate 30–33 µs per
+/// call against 25–30 in memory, and the uploader 74–78 against 66–69
+/// (bench/README.md, tenth round).
 pub(super) const PIPE_AT_LEAST: usize = 128 * 1024;
 
 /// Whether calls from a client speaking `flavor` can have their bodies
@@ -45,8 +49,9 @@ pub(super) enum Piping {
     Gone,
 }
 
-/// Receives `body_len` bytes from `client` into pipes, taking budget as
-/// they come (at most `max_read` at a time, like reads into memory).
+/// Receives `body_len` bytes from `client` into pipes taken from `pipes`,
+/// taking budget as they come (at most `max_read` at a time, like reads
+/// into memory).
 pub(super) async fn receive(
     client: &TcpStream,
     budget: &mut Budget,
@@ -54,8 +59,9 @@ pub(super) async fn receive(
     idle: Duration,
     max_read: usize,
     buf: &mut BytesMut,
+    pipes: &Arc<PipePool>,
 ) -> Piping {
-    let mut body = match PipedBody::new(body_len) {
+    let mut body = match PipedBody::new(body_len, pipes) {
         Ok(body) => body,
         Err(e) => {
             tracing::debug!(error = %e, "no pipes for a large call; receiving it into memory");

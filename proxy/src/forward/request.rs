@@ -110,6 +110,7 @@ pub async fn serve(
                                 idle,
                                 max_read,
                                 &mut buf,
+                                &upstream.pipes,
                             )
                             .await;
                             match received {

@@ -17,6 +17,7 @@
 //! - `call`: one call on one connection (write, read one reply).
 //! - `lane`: quick calls pipelined on one connection.
 //! - `piped`: large call bodies held in kernel pipes, moved with splice.
+//! - `pipes`: the pipes those bodies use, emptied and kept between calls.
 //! - `health`: the active `ping()` checks and the pool reaper.
 //! - `metrics`: the upstream metric families.
 
@@ -34,6 +35,7 @@ pub mod health;
 pub mod lane;
 pub mod metrics;
 pub mod piped;
+pub mod pipes;
 pub mod pool;
 pub mod queue;
 
@@ -58,6 +60,8 @@ pub struct Upstream {
     /// Request bytes buffered across all clients (`limits.max_buffered_bytes`):
     /// one permit per byte, taken as bytes are read.
     pub buffer_budget: Arc<tokio::sync::Semaphore>,
+    /// The pipes large calls' bodies are received into (`piped`).
+    pub pipes: Arc<pipes::PipePool>,
     serving: watch::Sender<bool>,
     /// Raised when a pipelined connection opens or gets room again, so that
     /// pipelinable calls waiting for a slot can join it instead
@@ -130,6 +134,7 @@ impl Upstream {
             scheduler,
             metrics,
             buffer_budget: Arc::new(tokio::sync::Semaphore::new(budget)),
+            pipes: Arc::new(pipes::PipePool::default()),
             serving: watch::Sender::new(false),
             lane_room: tokio::sync::Notify::new(),
             #[cfg(test)]

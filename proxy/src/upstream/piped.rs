@@ -30,25 +30,21 @@
 //! The spare is made by [`PipedBody::prepare`] before anything is written,
 //! so a pipe that cannot be had is probegate's failure, never mistaken for a
 //! dead backend connection.
+//!
+//! The pipes come from, and go back to, a [`PipePool`] (`pipes.rs`), which
+//! empties them and keeps them for the next call.
 
-use std::fs::File;
-use std::io::{self, Read};
-use std::os::fd::OwnedFd;
-use std::sync::Mutex;
+use std::io;
+use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
 use rustix::io::Errno;
 use rustix::net::RecvFlags;
-use rustix::pipe::{fcntl_setpipe_size, pipe_with, splice, tee, PipeFlags, SpliceFlags};
+use rustix::pipe::{splice, tee, SpliceFlags};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-/// The most one pipe is asked to hold: Linux's default `fs.pipe-max-size`,
-/// the limit for a process without `CAP_SYS_RESOURCE`.
-pub const SEGMENT_BYTES: usize = 1024 * 1024;
-/// A pipe the kernel will not make at least this large is not worth its
-/// descriptors (over `fs.pipe-user-pages-soft`, new pipes get two pages).
-const MIN_SEGMENT_BYTES: usize = 64 * 1024;
+use super::pipes::{Pipe, PipePool, SEGMENT_BYTES};
 /// The most pipes one body may hold (two descriptors each); a body that
 /// needs more (large, in small fragments) goes through memory.
 pub const MAX_SEGMENTS: usize = 32;
@@ -71,52 +67,6 @@ pub enum PipeError {
     Socket(io::Error),
 }
 
-/// One pipe: its read and write ends, and what it can hold.
-struct Pipe {
-    read: OwnedFd,
-    write: OwnedFd,
-    capacity: usize,
-    /// Bytes written into it and not yet read out.
-    len: usize,
-}
-
-impl Pipe {
-    /// A non-blocking pipe able to hold about `wanted` bytes (the kernel
-    /// rounds up to a power of two pages).
-    fn new(wanted: usize) -> Result<Pipe, PipeError> {
-        let (read, write) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)
-            .map_err(|e| PipeError::Create(e.into()))?;
-        let wanted = wanted.clamp(MIN_SEGMENT_BYTES, SEGMENT_BYTES);
-        let capacity =
-            fcntl_setpipe_size(&write, wanted).map_err(|e| PipeError::Create(e.into()))?;
-        if capacity < wanted {
-            return Err(PipeError::TooSmall { capacity, wanted });
-        }
-        Ok(Pipe {
-            read,
-            write,
-            capacity,
-            len: 0,
-        })
-    }
-
-    /// Reads out and discards what is left in the pipe (after a send that
-    /// stopped half-way), so it can serve again. False if that failed.
-    fn empty(&mut self) -> bool {
-        if self.len == 0 {
-            return true;
-        }
-        let mut scratch = vec![0u8; 64 * 1024];
-        while self.len > 0 {
-            match rustix::io::read(&self.read, &mut scratch[..]) {
-                Ok(0) | Err(_) => return false,
-                Ok(n) => self.len = self.len.saturating_sub(n),
-            }
-        }
-        true
-    }
-}
-
 /// What one [`PipedBody::fill_from`] step did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Fill {
@@ -135,15 +85,18 @@ pub struct PipedBody {
     spare: Mutex<Option<Pipe>>,
     /// Bytes the body will have once received.
     expected: usize,
+    /// Where the pipes come from and go back to when the body is dropped.
+    pool: Arc<PipePool>,
 }
 
 impl PipedBody {
-    /// The first pipe for a body of `expected` bytes.
-    pub fn new(expected: usize) -> Result<PipedBody, PipeError> {
+    /// The first pipe for a body of `expected` bytes, from `pool`.
+    pub fn new(expected: usize, pool: &Arc<PipePool>) -> Result<PipedBody, PipeError> {
         Ok(PipedBody {
-            segments: vec![Pipe::new(segment_for(expected))?],
+            segments: vec![pool.take(segment_for(expected))?],
             spare: Mutex::new(None),
             expected,
+            pool: Arc::clone(pool),
         })
     }
 
@@ -187,7 +140,7 @@ impl PipedBody {
                         self.expected,
                     )?;
                     let left = self.expected.saturating_sub(self.len());
-                    self.segments.push(Pipe::new(segment_for(left))?);
+                    self.segments.push(self.pool.take(segment_for(left))?);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(PipeError::Socket(e)),
@@ -202,7 +155,10 @@ impl PipedBody {
         let largest = self.segments.iter().map(|s| s.capacity).max().unwrap_or(0);
         let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
         if spare.as_ref().is_none_or(|s| s.capacity < largest) {
-            *spare = Some(Pipe::new(largest)?);
+            let fits = self.pool.take(largest)?;
+            if let Some(small) = spare.replace(fits) {
+                self.pool.give_back(small);
+            }
         }
         Ok(())
     }
@@ -251,14 +207,37 @@ impl PipedBody {
 
     /// Appends the body received so far to `buf` (reading the pipes, one
     /// copy): the way back to an ordinary in-memory message.
-    pub fn drain_into(self, buf: &mut BytesMut) -> io::Result<()> {
+    pub fn drain_into(mut self, buf: &mut BytesMut) -> io::Result<()> {
         buf.reserve(self.len());
-        for segment in self.segments {
+        for segment in &mut self.segments {
             let start = buf.len();
             buf.resize(start + segment.len, 0);
-            File::from(segment.read).read_exact(&mut buf[start..])?;
+            let mut filled = start;
+            while filled < buf.len() {
+                match rustix::io::read(&segment.read, &mut buf[filled..]) {
+                    Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                    Ok(n) => filled += n,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            segment.len = 0;
         }
         Ok(())
+    }
+}
+
+impl Drop for PipedBody {
+    /// The pipes go back to the pool, which empties them (the body's pages
+    /// are freed there, whoever drops the body).
+    fn drop(&mut self) {
+        let spare = self
+            .spare
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        for pipe in self.segments.drain(..).chain(spare) {
+            self.pool.give_back(pipe);
+        }
     }
 }
 
@@ -272,7 +251,7 @@ struct SpareGuard<'a> {
 impl Drop for SpareGuard<'_> {
     fn drop(&mut self) {
         if let Some(mut pipe) = self.pipe.take() {
-            if pipe.empty() {
+            if self.body.pool.empty(&mut pipe) {
                 *self.body.spare.lock().unwrap_or_else(|e| e.into_inner()) = Some(pipe);
             }
         }

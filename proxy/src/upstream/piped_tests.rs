@@ -9,6 +9,12 @@ use tokio::net::{TcpListener, TcpStream};
 use super::*;
 use crate::upstream::testing::pattern;
 
+/// A pool of its own for each test, so tests running at once do not share
+/// kept pipes.
+fn pool() -> Arc<PipePool> {
+    Arc::new(PipePool::default())
+}
+
 /// A connected pair: (the writing side, the accepted side).
 async fn pair() -> (TcpStream, TcpStream) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -69,7 +75,7 @@ async fn a_body_larger_than_a_pipe_arrives_whole_and_is_sent_twice_identically()
             client
         })
     };
-    let mut body = PipedBody::new(data.len()).expect("pipes");
+    let mut body = PipedBody::new(data.len(), &pool()).expect("pipes");
     assert_eq!(fill(&mut body, &received).await, Fill::Moved(data.len()));
     assert!(
         body.segments.len() >= 2,
@@ -95,7 +101,7 @@ async fn filling_stops_at_the_body_end_and_leaves_the_next_call_in_the_socket() 
     let mut sent = data.clone();
     sent.extend_from_slice(b"NEXT");
     client.write_all(&sent).await.expect("client write");
-    let mut body = PipedBody::new(data.len()).expect("pipes");
+    let mut body = PipedBody::new(data.len(), &pool()).expect("pipes");
     assert_eq!(fill(&mut body, &received).await, Fill::Moved(data.len()));
     let mut next = [0u8; 4];
     tokio::time::timeout(Duration::from_secs(5), received.read_exact(&mut next))
@@ -120,7 +126,7 @@ async fn a_trickled_body_is_received_whole() {
             client
         })
     };
-    let mut body = PipedBody::new(data.len()).expect("pipes");
+    let mut body = PipedBody::new(data.len(), &pool()).expect("pipes");
     assert_eq!(fill(&mut body, &received).await, Fill::Moved(data.len()));
     let _client = writer.await.expect("writer");
     let mut memory = BytesMut::from(&b"head"[..]);
@@ -135,7 +141,7 @@ async fn a_client_that_closes_early_leaves_what_it_sent_and_says_eof() {
     let (mut client, received) = pair().await;
     client.write_all(&data).await.expect("client write");
     drop(client);
-    let mut body = PipedBody::new(1024 * 1024).expect("pipes");
+    let mut body = PipedBody::new(1024 * 1024, &pool()).expect("pipes");
     assert_eq!(fill(&mut body, &received).await, Fill::Eof);
     assert!(!body.is_complete());
     assert_eq!(body.len(), data.len());
@@ -147,7 +153,7 @@ async fn a_send_to_a_closed_peer_fails_and_the_body_can_be_sent_again_whole() {
     let data = pattern(700 * 1024);
     let (mut client, received) = pair().await;
     client.write_all(&data).await.expect("client write");
-    let mut body = PipedBody::new(data.len()).expect("pipes");
+    let mut body = PipedBody::new(data.len(), &pool()).expect("pipes");
     assert_eq!(fill(&mut body, &received).await, Fill::Moved(data.len()));
 
     // A peer that is gone (its reset is processed before `drop` returns,
@@ -202,7 +208,7 @@ async fn a_body_in_tiny_pieces_never_takes_more_than_the_segment_limit() {
             client
         })
     };
-    let mut body = PipedBody::new(data.len()).expect("pipes");
+    let mut body = PipedBody::new(data.len(), &pool()).expect("pipes");
     let outcome = try_fill(&mut body, &received).await;
     assert!(
         matches!(
@@ -231,11 +237,61 @@ async fn an_urgent_byte_in_the_body_is_refused_not_waited_on() {
     client.write_all(&pattern(200 * 1024)).await.expect("write");
     rustix::net::send(&client, b"!", rustix::net::SendFlags::OOB).expect("urgent byte");
     client.write_all(&pattern(100 * 1024)).await.expect("write");
-    let mut body = PipedBody::new(400 * 1024).expect("pipes");
+    let mut body = PipedBody::new(400 * 1024, &pool()).expect("pipes");
     let refused = try_fill(&mut body, &received).await;
     assert!(
         matches!(refused, Err(PipeError::Fragmented { .. })),
         "{refused:?}"
     );
     assert_eq!(body.len(), 200 * 1024, "splice stops at the urgent mark");
+}
+
+#[tokio::test]
+async fn a_finished_body_gives_its_pipes_back_and_the_next_body_gets_only_its_own_bytes() {
+    let pool = pool();
+    let first = pattern(700 * 1024);
+    let (mut client, received) = pair().await;
+    client.write_all(&first).await.expect("client write");
+    let mut body = PipedBody::new(first.len(), &pool).expect("pipes");
+    assert_eq!(fill(&mut body, &received).await, Fill::Moved(first.len()));
+    body.prepare().expect("spare pipe");
+    let (out, backend) = pair().await;
+    let reader = read_all(backend, first.len());
+    body.send_to(&out).await.expect("send");
+    assert!(reader.await.expect("reader") == first);
+    let used = body.segments.len() + 1;
+    drop(body);
+    assert_eq!(pool.idle_pipes(), used, "segments and spare kept");
+
+    // Different bytes through the same pipes: nothing of the first body.
+    let second: Vec<u8> = pattern(700 * 1024).iter().map(|b| b ^ 0x5a).collect();
+    client.write_all(&second).await.expect("client write");
+    let mut body = PipedBody::new(second.len(), &pool).expect("pipes");
+    assert_eq!(
+        pool.idle_pipes(),
+        used - 1,
+        "the first segment was a kept pipe"
+    );
+    assert_eq!(fill(&mut body, &received).await, Fill::Moved(second.len()));
+    body.prepare().expect("spare pipe");
+    let (out, backend) = pair().await;
+    let reader = read_all(backend, second.len());
+    body.send_to(&out).await.expect("send");
+    assert!(reader.await.expect("reader") == second);
+}
+
+#[tokio::test]
+async fn a_body_dropped_half_received_leaves_nothing_in_the_kept_pipes() {
+    let pool = pool();
+    let data = pattern(150 * 1024);
+    let (mut client, received) = pair().await;
+    client.write_all(&data).await.expect("client write");
+    drop(client);
+    let mut body = PipedBody::new(1024 * 1024, &pool).expect("pipes");
+    assert_eq!(fill(&mut body, &received).await, Fill::Eof);
+    drop(body);
+    assert_eq!(pool.idle_pipes(), 1);
+    let mut pipe = pool.take(1024 * 1024).expect("the kept pipe");
+    assert_eq!(rustix::io::ioctl_fionread(&pipe.read).expect("FIONREAD"), 0);
+    assert!(pool.empty(&mut pipe));
 }
