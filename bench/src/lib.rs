@@ -15,11 +15,11 @@
 //! - `child`: starting a server, reading its `listening` line, stopping it.
 //! - `responder`: the minimal in-bench Thrift backend (no storage), run as a
 //!   pinned child process of this binary.
-//! - `haproxy`: HAProxy's generated configurations and its process.
+//! - `haproxy`: HAProxy's generated configurations (three) and its process.
 //! - `answerer`, `answerer_uring`, `uring_buffers`: the reference floors, a
 //!   server answering pings itself on tokio over epoll and on io_uring.
-//! - `deploy`: one target (direct / haproxy-tcp / haproxy-inspect / probegate
-//!   / the two answerers) with its own backend.
+//! - `deploy`: one target (direct / haproxy-tcp / haproxy-inspect /
+//!   haproxy-splice / probegate / the two answerers) with its own backend.
 //! - `client`: a blocking Thrift client over one TCP connection.
 //! - `scrape`: reading `uploader_connections_accepted_total` from a backend.
 //! - `load`: closed-loop `ping`/`upload` runs measured over a window.
