@@ -246,38 +246,46 @@ async fn an_urgent_byte_in_the_body_is_refused_not_waited_on() {
     assert_eq!(body.len(), 200 * 1024, "splice stops at the urgent mark");
 }
 
+/// Sends `data` from `client`, receives it into a body from `pool` on the
+/// accepted side, and sends the body on to a new peer, which must get
+/// exactly `data`. Returns the body, still holding its pipes.
+async fn relay(
+    pool: &Arc<PipePool>,
+    client: &mut TcpStream,
+    received: &TcpStream,
+    data: &[u8],
+) -> PipedBody {
+    client.write_all(data).await.expect("client write");
+    let mut body = PipedBody::new(data.len(), pool).expect("pipes");
+    assert_eq!(fill(&mut body, received).await, Fill::Moved(data.len()));
+    body.prepare().expect("spare pipe");
+    let (out, backend) = pair().await;
+    let reader = read_all(backend, data.len());
+    body.send_to(&out).await.expect("send");
+    assert!(
+        reader.await.expect("reader") == data,
+        "relayed bytes differ"
+    );
+    body
+}
+
 #[tokio::test]
 async fn a_finished_body_gives_its_pipes_back_and_the_next_body_gets_only_its_own_bytes() {
     let pool = pool();
-    let first = pattern(700 * 1024);
     let (mut client, received) = pair().await;
-    client.write_all(&first).await.expect("client write");
-    let mut body = PipedBody::new(first.len(), &pool).expect("pipes");
-    assert_eq!(fill(&mut body, &received).await, Fill::Moved(first.len()));
-    body.prepare().expect("spare pipe");
-    let (out, backend) = pair().await;
-    let reader = read_all(backend, first.len());
-    body.send_to(&out).await.expect("send");
-    assert!(reader.await.expect("reader") == first);
-    let used = body.segments.len() + 1;
-    drop(body);
+    let first = relay(&pool, &mut client, &received, &pattern(700 * 1024)).await;
+    let used = first.segments.len() + 1;
+    drop(first);
     assert_eq!(pool.idle_pipes(), used, "segments and spare kept");
 
     // Different bytes through the same pipes: nothing of the first body.
-    let second: Vec<u8> = pattern(700 * 1024).iter().map(|b| b ^ 0x5a).collect();
-    client.write_all(&second).await.expect("client write");
-    let mut body = PipedBody::new(second.len(), &pool).expect("pipes");
+    let other: Vec<u8> = pattern(700 * 1024).iter().map(|b| b ^ 0x5a).collect();
+    let second = relay(&pool, &mut client, &received, &other).await;
     assert_eq!(
         pool.idle_pipes(),
-        used - 1,
-        "the first segment was a kept pipe"
+        used.saturating_sub(second.segments.len() + 1),
+        "the second body's pipes came from the pool"
     );
-    assert_eq!(fill(&mut body, &received).await, Fill::Moved(second.len()));
-    body.prepare().expect("spare pipe");
-    let (out, backend) = pair().await;
-    let reader = read_all(backend, second.len());
-    body.send_to(&out).await.expect("send");
-    assert!(reader.await.expect("reader") == second);
 }
 
 #[tokio::test]
