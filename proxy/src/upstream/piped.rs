@@ -216,11 +216,14 @@ impl PipedBody {
             while filled < buf.len() {
                 match rustix::io::read(&segment.read, &mut buf[filled..]) {
                     Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                    Ok(n) => filled += n,
+                    Ok(n) => {
+                        filled += n;
+                        segment.len -= n;
+                    }
+                    Err(Errno::INTR) => {}
                     Err(e) => return Err(e.into()),
                 }
             }
-            segment.len = 0;
         }
         Ok(())
     }
