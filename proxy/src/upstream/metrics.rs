@@ -128,6 +128,10 @@ pub struct UpstreamMetrics {
     pub queue_depth: IntGauge,
     /// How long a waiter waited before it got a slot.
     pub queue_wait_seconds: Histogram,
+    /// `probegate_pipes_kept`: emptied pipes kept for the next large call.
+    pub pipes_kept: IntGauge,
+    /// `probegate_pipes_made_total`: pipes made because none kept fitted.
+    pub pipes_made: IntCounter,
     /// Active health checks by result.
     pub health_checks_total: IntCounterVec,
     /// Thrift bytes relayed, by direction.
@@ -210,6 +214,14 @@ impl UpstreamMetrics {
                 )
                 .buckets(latency),
             )?,
+            pipes_kept: IntGauge::new(
+                "probegate_pipes_kept",
+                "Emptied kernel pipes kept idle for the next large call's body",
+            )?,
+            pipes_made: IntCounter::new(
+                "probegate_pipes_made_total",
+                "Kernel pipes made for large calls' bodies because no kept pipe fitted; growing about as fast as probegate_requests_piped_total means more large calls run at once than pipes are kept",
+            )?,
             health_checks_total: IntCounterVec::new(
                 Opts::new(
                     "probegate_health_checks_total",
@@ -252,6 +264,8 @@ impl UpstreamMetrics {
         registry.register(Box::new(metrics.requests_total.clone()))?;
         registry.register(Box::new(metrics.request_seconds.clone()))?;
         registry.register(Box::new(metrics.request.piped.clone()))?;
+        registry.register(Box::new(metrics.pipes_kept.clone()))?;
+        registry.register(Box::new(metrics.pipes_made.clone()))?;
         registry.register(Box::new(metrics.backend_requests_in_flight.clone()))?;
         registry.register(Box::new(metrics.pool_connections.clone()))?;
         registry.register(Box::new(metrics.pipelined_total.clone()))?;

@@ -128,13 +128,20 @@ impl Upstream {
             .limits
             .max_buffered_bytes
             .min(tokio::sync::Semaphore::MAX_PERMITS);
+        let pipes = Arc::new(pipes::PipePool::new(
+            pipes::KEEP_BYTES,
+            Some(pipes::PipeMetrics {
+                kept: metrics.pipes_kept.clone(),
+                made: metrics.pipes_made.clone(),
+            }),
+        ));
         Ok(Arc::new(Upstream {
             config: config.clone(),
             backends,
             scheduler,
             metrics,
             buffer_budget: Arc::new(tokio::sync::Semaphore::new(budget)),
-            pipes: Arc::new(pipes::PipePool::default()),
+            pipes,
             serving: watch::Sender::new(false),
             lane_room: tokio::sync::Notify::new(),
             #[cfg(test)]

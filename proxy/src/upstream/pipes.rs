@@ -19,6 +19,7 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::OwnedFd;
 use std::sync::Mutex;
 
+use prometheus::{IntCounter, IntGauge};
 use rustix::pipe::{fcntl_setpipe_size, pipe_with, splice, PipeFlags, SpliceFlags};
 
 use super::piped::PipeError;
@@ -95,6 +96,14 @@ fn clamped(wanted: usize) -> usize {
     wanted.clamp(MIN_SEGMENT_BYTES, SEGMENT_BYTES)
 }
 
+/// The pool's two series (`upstream::metrics`).
+pub struct PipeMetrics {
+    /// Idle pipes kept now.
+    pub kept: IntGauge,
+    /// Pipes made because none kept fitted.
+    pub made: IntCounter,
+}
+
 /// Emptied pipes kept for the next calls.
 pub struct PipePool {
     idle: Mutex<Vec<Pipe>>,
@@ -102,13 +111,14 @@ pub struct PipePool {
     keep_bytes: usize,
     /// Where a used pipe's pages go; without it nothing is kept.
     sink: Option<File>,
+    metrics: Option<PipeMetrics>,
 }
 
 impl PipePool {
     /// A pool keeping idle pipes of at most `keep_bytes` in all, and at
     /// most [`KEEP_PIPES`] of them (0 bytes: none, every pipe is made for
     /// its call and closed after it).
-    pub fn new(keep_bytes: usize) -> PipePool {
+    pub fn new(keep_bytes: usize, metrics: Option<PipeMetrics>) -> PipePool {
         let sink = OpenOptions::new().write(true).open("/dev/null");
         if let Err(e) = &sink {
             tracing::warn!(error = %e, "cannot open /dev/null: every piped call makes its own pipes");
@@ -117,6 +127,7 @@ impl PipePool {
             idle: Mutex::new(Vec::new()),
             keep_bytes,
             sink: sink.ok(),
+            metrics,
         }
     }
 
@@ -132,11 +143,24 @@ impl PipePool {
                 .filter(|(_, pipe)| pipe.capacity >= wanted)
                 .min_by_key(|(_, pipe)| pipe.capacity)
                 .map(|(i, _)| i);
-            best.map(|i| idle.swap_remove(i))
+            let kept = best.map(|i| idle.swap_remove(i));
+            self.count_kept(idle.len());
+            kept
         };
         match kept {
             Some(pipe) => Ok(pipe),
-            None => Pipe::create(wanted),
+            None => {
+                if let Some(metrics) = &self.metrics {
+                    metrics.made.inc();
+                }
+                Pipe::create(wanted)
+            }
+        }
+    }
+
+    fn count_kept(&self, idle: usize) {
+        if let Some(metrics) = &self.metrics {
+            metrics.kept.set(i64::try_from(idle).unwrap_or(i64::MAX));
         }
     }
 
@@ -151,6 +175,7 @@ impl PipePool {
         let kept: usize = idle.iter().map(|p| p.capacity).sum();
         if kept + pipe.capacity <= self.keep_bytes && idle.len() < KEEP_PIPES {
             idle.push(pipe);
+            self.count_kept(idle.len());
         }
     }
 
@@ -171,8 +196,9 @@ impl PipePool {
 }
 
 impl Default for PipePool {
+    /// Keeps [`KEEP_BYTES`], counted nowhere.
     fn default() -> PipePool {
-        PipePool::new(KEEP_BYTES)
+        PipePool::new(KEEP_BYTES, None)
     }
 }
 
