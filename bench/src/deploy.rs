@@ -90,6 +90,7 @@ impl Target {
 
 /// What the answerer targets are, for the bench's output.
 pub const ANSWERER_DESCRIPTION: &str = "answerer: no backend; probegate's runtime (tokio over epoll, pinned like the proxies) answers each call itself, so its CPU per call is what a proxy's client side alone costs on this runtime, the reference floor of the CPU verdicts (ping workloads only)";
+pub const HAPROXY_SPLICE_DESCRIPTION: &str = "haproxy-splice: haproxy-inspect with `option splice-request` and `option splice-response` (bodies moved by splice through HAProxy's pipes), upload workloads only; the upload goals take HAProxy's best of its three configurations";
 pub const ANSWERER_URING_DESCRIPTION: &str = "answerer-uring: the answerer's work on one io_uring (multishot accept and receive into provided buffers, one submission for many replies), pinned alike: the floor on a runtime with fewer system calls per reply";
 
 /// Which backend a workload needs.

@@ -276,6 +276,12 @@ pub fn main(options: Options) -> Result<()> {
             notes.push(description.to_string());
         }
     }
+    let splicing_runs = WORKLOADS
+        .iter()
+        .any(|w| w.splice && options.wants_workload(w.name));
+    if splicing_runs && targets.contains(&Target::HaproxySplice) {
+        notes.push(crate::deploy::HAPROXY_SPLICE_DESCRIPTION.to_string());
+    }
     if !uploader_bin.exists() {
         notes.push(format!(
             "uploader: workloads that need it are SKIPPED (no binary at {}; run `cargo build --release -p uploader`)",
