@@ -56,11 +56,15 @@ pub fn keep_large_buffers_in_heap() -> bool {
 
 /// What [`keep_large_buffers_in_heap`] does on this build, in words for a
 /// startup log line or the bench's output.
-pub fn describe() -> &'static str {
+pub fn describe() -> String {
     if cfg!(all(target_os = "linux", target_env = "gnu")) {
-        "glibc's mmap threshold fixed at 32 MiB and its trim threshold at 64 MiB, so large buffers are reused between calls"
+        format!(
+            "glibc's mmap threshold fixed at {} MiB and its trim threshold at {} MiB, so large buffers are reused between calls",
+            MMAP_THRESHOLD >> 20,
+            TRIM_THRESHOLD >> 20
+        )
     } else {
-        "the C library's allocator as it comes (not glibc: nothing is set)"
+        "the C library's allocator as it comes (not glibc: nothing is set)".to_string()
     }
 }
 
@@ -70,5 +74,16 @@ mod tests {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     fn glibc_takes_the_settings() {
         assert!(super::keep_large_buffers_in_heap());
+    }
+
+    #[test]
+    fn the_description_gives_the_thresholds_set() {
+        let words = super::describe();
+        if cfg!(all(target_os = "linux", target_env = "gnu")) {
+            assert!(
+                words.contains("at 32 MiB") && words.contains("at 64 MiB"),
+                "{words}"
+            );
+        }
     }
 }
