@@ -83,6 +83,10 @@ fn best<T>(candidates: impl Iterator<Item = (T, f64)>, higher: bool) -> Option<(
     }
 }
 
+/// The throughput goals (ping-32 calls/s, 1 MiB uploads' MB/s): probegate
+/// at this many times HAProxy's best.
+const THROUGHPUT_GOAL: f64 = 1.5;
+
 const HAPROXY: [Target; 3] = [
     Target::HaproxyTcp,
     Target::HaproxyInspect,
@@ -425,9 +429,11 @@ pub fn check(s: &[Summary]) -> Vec<String> {
         get(s, "ping-32", pg, "calls_per_s"),
         best_haproxy(s, "ping-32", "calls_per_s", true),
     ) {
-        let (met, per_rep) = judged_ratio(s, "ping-32", "calls_per_s", true, p / h, |r| r >= 1.5);
+        let (met, per_rep) = judged_ratio(s, "ping-32", "calls_per_s", true, p / h, |r| {
+            r >= THROUGHPUT_GOAL
+        });
         out.push(format!(
-            "{} ping-32 calls/s: probegate {p:.0} = {:.2}× HAProxy's best {h:.0}{per_rep} (goal ≥ 1.5×){}",
+            "{} ping-32 calls/s: probegate {p:.0} = {:.2}× HAProxy's best {h:.0}{per_rep} (goal ≥ {THROUGHPUT_GOAL}×){}",
             verdict(met),
             p / h,
             ping32_ceiling(s).unwrap_or_default()
@@ -502,14 +508,15 @@ pub fn check(s: &[Summary]) -> Vec<String> {
             get(s, w, pg, "mb_per_s"),
             best_haproxy(s, w, "mb_per_s", true),
         ) {
-            let (met, per_rep) = judged_ratio(s, w, "mb_per_s", true, p / h, |r| r >= 1.5);
+            let (met, per_rep) =
+                judged_ratio(s, w, "mb_per_s", true, p / h, |r| r >= THROUGHPUT_GOAL);
             let budget = if w == upload_budget::WITH_STORAGE {
                 upload_budget::explain(s).unwrap_or_default()
             } else {
                 String::new()
             };
             out.push(format!(
-                "{} {w} ({what}): probegate {p:.1} MB/s = {:.2}× HAProxy's best {h:.1} MB/s{per_rep} (goal ≥ 1.5×){budget}",
+                "{} {w} ({what}): probegate {p:.1} MB/s = {:.2}× HAProxy's best {h:.1} MB/s{per_rep} (goal ≥ {THROUGHPUT_GOAL}×){budget}",
                 verdict(met),
                 p / h
             ));

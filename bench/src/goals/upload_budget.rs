@@ -12,7 +12,7 @@
 //! where no uploader shares the CPU), so a miss can be read as "probegate
 //! too dear" or "no proxy fits".
 
-use super::{get, saturated_against_best_haproxy, server_cpu_per_call, At};
+use super::{get, saturated_against_best_haproxy, server_cpu_per_call, At, THROUGHPUT_GOAL};
 use crate::deploy::Target;
 use crate::report::Summary;
 
@@ -20,8 +20,6 @@ use crate::report::Summary;
 /// storage behind it.
 pub(super) const WITH_STORAGE: &str = "upload-1m";
 const DATA_PATH: &str = "upload-1m-nostore";
-/// The goal: probegate's MB/s over HAProxy's best.
-const GOAL: f64 = 1.5;
 
 /// The words appended to the upload-1m verdict line, or `None` when the run
 /// lacks a number it needs or a server CPU was not saturated (then CPU per
@@ -30,7 +28,7 @@ pub(super) fn explain(s: &[Summary]) -> Option<String> {
     let w = WITH_STORAGE;
     let (haproxy, p_busy, h_busy) = saturated_against_best_haproxy(s, w, "mb_per_s")?;
     let haproxy_cost = server_cpu_per_call(s, w, haproxy, At::Median)?;
-    let budget = haproxy_cost / GOAL;
+    let budget = haproxy_cost / THROUGHPUT_GOAL;
     let probegate = get(s, w, Target::Probegate, "proxy_cpu_us_per_call")?;
     let behind = get(s, w, Target::Probegate, "backend_cpu_us_per_call")?;
     let direct = get(s, w, Target::Direct, "backend_cpu_us_per_call")?;
@@ -44,7 +42,7 @@ pub(super) fn explain(s: &[Summary]) -> Option<String> {
         .map(|d| format!(", {d:.0} µs on the data path alone ({DATA_PATH})"))
         .unwrap_or_default();
     Some(format!(
-        "; the server CPU was {:.0} % busy behind probegate and {:.0} % behind HAProxy, so uploads/s is the inverse of proxy + uploader CPU per upload: {GOAL}× needs probegate and its uploader to spend at most {budget:.0} µs per upload, the uploader alone spends {direct:.0} µs going direct (a proxy costing nothing would reach {:.2}×), {leaves}; probegate spent {probegate:.0} µs with storage (its uploader {behind:.0} µs){data_path}",
+        "; the server CPU was {:.0} % busy behind probegate and {:.0} % behind HAProxy, so uploads/s is the inverse of proxy + uploader CPU per upload: {THROUGHPUT_GOAL}× needs probegate and its uploader to spend at most {budget:.0} µs per upload, the uploader alone spends {direct:.0} µs going direct (a proxy costing nothing would reach {:.2}×), {leaves}; probegate spent {probegate:.0} µs with storage (its uploader {behind:.0} µs){data_path}",
         100.0 * p_busy,
         100.0 * h_busy,
         haproxy_cost / direct,
