@@ -61,5 +61,6 @@ pub mod responder;
 pub mod run;
 pub mod scrape;
 pub mod stats;
+pub mod upload_call;
 #[allow(unsafe_code)]
 pub mod uring_buffers;

@@ -15,6 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::client::{Conn, Writes};
+use crate::upload_call::EncodedUpload;
 
 /// Bound on connecting a client.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -32,7 +33,8 @@ const STOP: u8 = 2;
 #[derive(Clone)]
 pub enum Call {
     Ping,
-    Upload(Arc<Vec<u8>>),
+    /// An upload, encoded once for every client and call.
+    Upload(Arc<EncodedUpload>),
 }
 
 impl Call {
@@ -40,7 +42,7 @@ impl Call {
     pub fn bytes(&self) -> u64 {
         match self {
             Call::Ping => 0,
-            Call::Upload(data) => data.len() as u64,
+            Call::Upload(upload) => upload.payload_len() as u64,
         }
     }
 }
@@ -168,7 +170,7 @@ fn client_loop(
         let started = Instant::now();
         let r = match call {
             Call::Ping => conn.ping(),
-            Call::Upload(data) => conn.upload(data),
+            Call::Upload(upload) => conn.send_upload(upload),
         };
         let elapsed = started.elapsed();
         let p = phase.load(Ordering::Acquire);

@@ -21,6 +21,7 @@ use crate::machine::Machine;
 use crate::measure::{calls_rep, idle_rep, incident_rep};
 use crate::options::{Command as Role, Options};
 use crate::report::{self, Record};
+use crate::upload_call::EncodedUpload;
 use crate::{answerer, answerer_uring, chart, goals, haproxy, payload, probes, responder};
 
 /// What a workload does.
@@ -321,7 +322,7 @@ pub fn main(options: Options) -> Result<()> {
             Kind::Calls {
                 upload: Some(size), ..
             } => match payload::png_of_size(size) {
-                Ok(png) => Call::Upload(Arc::new(png)),
+                Ok(png) => Call::Upload(Arc::new(EncodedUpload::new(&png))),
                 Err(e) => {
                     skipped.push(format!("{}: failed: {e:#}", workload.name));
                     continue;
@@ -438,7 +439,7 @@ fn external_load(
         fn closed(&mut self) {}
     }
     let call = match upload {
-        Some(size) => Call::Upload(Arc::new(payload::png_of_size(size)?)),
+        Some(size) => Call::Upload(Arc::new(EncodedUpload::new(&payload::png_of_size(size)?))),
         None => Call::Ping,
     };
     let window = std::time::Duration::from_secs_f64(secs);
