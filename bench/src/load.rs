@@ -1,17 +1,21 @@
 //! Closed-loop load: N client connections, each making one call after
-//! another, measured over a window.
+//! another, measured over windows.
 //!
-//! Every client thread connects first; once all are connected (or have
-//! failed) the run warms up, then a window opens: the calls that *complete*
-//! inside it are counted and their latencies kept, while the caller samples
-//! the servers' CPU at the window's edges. At the end the clients' sockets
-//! are shut down from outside, which also frees clients still stuck waiting
-//! for a backend that never served them (the 10-worker case).
+//! A [`Session`] connects every client first. Then it runs one or more
+//! slices, each a warm-up followed by a measured window: the calls that
+//! *complete* inside a window are counted and their latencies kept, while
+//! the caller samples the servers' CPU at the window's edges. Between
+//! slices the clients are parked, connections open and idle, so the bench
+//! can measure another target in between: slices of several targets taken
+//! in turn see the same phases of the VM (bench/README.md, eleventh round).
+//! At the end the clients' sockets are shut down from outside, which also
+//! frees clients still stuck waiting for a backend that never served them
+//! (the 10-worker case).
 
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::client::{Conn, Writes};
@@ -20,14 +24,20 @@ use crate::upload_call::EncodedUpload;
 /// Bound on connecting a client.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bound on one call's read or write; a client blocked longer is not
-/// served, and the window's end frees it anyway.
+/// served, and the session's end frees it anyway.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to wait for all clients to report their connect outcome.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a slice's end waits for clients to finish the call they are
+/// in and park. A client still in a call after it is one its target never
+/// answers (a 10-worker backend's queue); the next slice goes on without it.
+const PARK_TIMEOUT: Duration = Duration::from_secs(2);
 
-const WARMUP: u8 = 0;
-const MEASURE: u8 = 1;
-const STOP: u8 = 2;
+/// Clients wait, connected, for the next slice.
+const PAUSE: u8 = 0;
+const WARMUP: u8 = 1;
+const MEASURE: u8 = 2;
+const STOP: u8 = 3;
 
 /// The call each client repeats.
 #[derive(Clone)]
@@ -82,56 +92,149 @@ pub fn run(
     window: Duration,
     hooks: &mut dyn Window,
 ) -> Outcome {
-    let phase = Arc::new(AtomicU8::new(WARMUP));
-    let handles: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
-    let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut threads = Vec::with_capacity(clients);
-    for _ in 0..clients {
-        let phase = Arc::clone(&phase);
-        let handles = Arc::clone(&handles);
-        let ready = Arc::clone(&ready);
-        let call = call.clone();
-        threads.push(thread::spawn(move || {
-            client_loop(addr, &call, writes, &phase, &handles, &ready)
-        }));
+    let mut session = Session::start(addr, clients, call, writes);
+    session.slice(warmup, window, hooks);
+    session.finish()
+}
+
+/// Where the clients are told what to do, and where they park between
+/// slices.
+struct Gate {
+    phase: AtomicU8,
+    /// Clients parked, and clients whose thread still runs.
+    parked: AtomicUsize,
+    running: AtomicUsize,
+    lock: Mutex<()>,
+    changed: Condvar,
+}
+
+impl Gate {
+    fn phase(&self) -> u8 {
+        self.phase.load(Ordering::Acquire)
     }
-    let deadline = Instant::now() + START_TIMEOUT;
-    while ready.load(Ordering::Acquire) < clients && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(5));
+
+    fn set(&self, phase: u8) {
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.phase.store(phase, Ordering::Release);
+        self.changed.notify_all();
     }
-    thread::sleep(warmup);
-    hooks.opened();
-    let start = Instant::now();
-    phase.store(MEASURE, Ordering::Release);
-    thread::sleep(window);
-    phase.store(STOP, Ordering::Release);
-    let measured = start.elapsed();
-    hooks.closed();
-    if let Ok(handles) = handles.lock() {
-        for h in handles.iter() {
-            let _ = h.shutdown(std::net::Shutdown::Both);
+
+    /// A client waits here while the phase is [`PAUSE`].
+    fn park(&self) {
+        let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.parked.fetch_add(1, Ordering::AcqRel);
+        while self.phase() == PAUSE {
+            guard = self
+                .changed
+                .wait_timeout(guard, Duration::from_secs(1))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        self.parked.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Waits, at most `bound`, until every running client is parked.
+    fn await_parked(&self, bound: Duration) {
+        let deadline = Instant::now() + bound;
+        while self.parked.load(Ordering::Acquire) < self.running.load(Ordering::Acquire)
+            && Instant::now() < deadline
+        {
+            thread::sleep(Duration::from_millis(1));
         }
     }
-    let mut outcome = Outcome {
-        window: measured,
-        ..Outcome::default()
-    };
-    for t in threads {
-        let r = t.join().unwrap_or_else(|_| ClientResult {
-            error: Some("client thread panicked".to_string()),
-            errors: 1,
-            ..ClientResult::default()
+}
+
+/// `clients` connections to one target, kept open across slices.
+pub struct Session {
+    gate: Arc<Gate>,
+    handles: Arc<Mutex<Vec<TcpStream>>>,
+    threads: Vec<JoinHandle<ClientResult>>,
+    /// The measured windows' lengths, summed.
+    measured: Duration,
+}
+
+impl Session {
+    /// Connects `clients` clients to `addr` (waiting at most
+    /// [`START_TIMEOUT`] for all to report) and parks them.
+    pub fn start(addr: SocketAddr, clients: usize, call: &Call, writes: Writes) -> Session {
+        let gate = Arc::new(Gate {
+            phase: AtomicU8::new(PAUSE),
+            parked: AtomicUsize::new(0),
+            running: AtomicUsize::new(clients),
+            lock: Mutex::new(()),
+            changed: Condvar::new(),
         });
-        outcome.calls += r.latencies_ns.len() as u64;
-        outcome.errors += r.errors;
-        outcome.per_client.push(r.latencies_ns.len() as u64);
-        outcome.latencies_ns.extend(r.latencies_ns);
-        if outcome.first_error.is_none() {
-            outcome.first_error = r.error;
+        let handles: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
+        let ready = Arc::new(AtomicUsize::new(0));
+        let threads = (0..clients)
+            .map(|_| {
+                let (gate, handles, ready) =
+                    (Arc::clone(&gate), Arc::clone(&handles), Arc::clone(&ready));
+                let call = call.clone();
+                thread::spawn(move || {
+                    let result = client_loop(addr, &call, writes, &gate, &handles, &ready);
+                    gate.running.fetch_sub(1, Ordering::AcqRel);
+                    result
+                })
+            })
+            .collect();
+        let deadline = Instant::now() + START_TIMEOUT;
+        while ready.load(Ordering::Acquire) < clients && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+        Session {
+            gate,
+            handles,
+            threads,
+            measured: Duration::ZERO,
         }
     }
-    outcome.latencies_ns.sort_unstable();
-    outcome
+
+    /// One slice: the clients call for `warmup`, then for a measured
+    /// `window` (with `hooks` run at its edges), then park.
+    pub fn slice(&mut self, warmup: Duration, window: Duration, hooks: &mut dyn Window) {
+        self.gate.set(WARMUP);
+        thread::sleep(warmup);
+        hooks.opened();
+        let start = Instant::now();
+        self.gate.set(MEASURE);
+        thread::sleep(window);
+        self.gate.set(PAUSE);
+        self.measured += start.elapsed();
+        hooks.closed();
+        self.gate.await_parked(PARK_TIMEOUT);
+    }
+
+    /// Stops the clients (shutting their sockets down, which frees any
+    /// stuck in a call) and sums up what the slices measured.
+    pub fn finish(self) -> Outcome {
+        self.gate.set(STOP);
+        if let Ok(handles) = self.handles.lock() {
+            for h in handles.iter() {
+                let _ = h.shutdown(std::net::Shutdown::Both);
+            }
+        }
+        let mut outcome = Outcome {
+            window: self.measured,
+            ..Outcome::default()
+        };
+        for t in self.threads {
+            let r = t.join().unwrap_or_else(|_| ClientResult {
+                error: Some("client thread panicked".to_string()),
+                errors: 1,
+                ..ClientResult::default()
+            });
+            outcome.calls += r.latencies_ns.len() as u64;
+            outcome.errors += r.errors;
+            outcome.per_client.push(r.latencies_ns.len() as u64);
+            outcome.latencies_ns.extend(r.latencies_ns);
+            if outcome.first_error.is_none() {
+                outcome.first_error = r.error;
+            }
+        }
+        outcome.latencies_ns.sort_unstable();
+        outcome
+    }
 }
 
 #[derive(Default)]
@@ -145,9 +248,9 @@ fn client_loop(
     addr: SocketAddr,
     call: &Call,
     writes: Writes,
-    phase: &AtomicU8,
+    gate: &Gate,
     handles: &Mutex<Vec<TcpStream>>,
-    ready: &std::sync::atomic::AtomicUsize,
+    ready: &AtomicUsize,
 ) -> ClientResult {
     let mut result = ClientResult::default();
     let mut conn = match Conn::open(addr, CONNECT_TIMEOUT, IO_TIMEOUT, writes) {
@@ -164,8 +267,13 @@ fn client_loop(
     }
     ready.fetch_add(1, Ordering::Release);
     loop {
-        if phase.load(Ordering::Acquire) == STOP {
-            break;
+        match gate.phase() {
+            STOP => break,
+            PAUSE => {
+                gate.park();
+                continue;
+            }
+            _ => {}
         }
         let started = Instant::now();
         let r = match call {
@@ -173,12 +281,12 @@ fn client_loop(
             Call::Upload(upload) => conn.send_upload(upload),
         };
         let elapsed = started.elapsed();
-        let p = phase.load(Ordering::Acquire);
+        let p = gate.phase();
         match r {
             Ok(()) if p == MEASURE => result.latencies_ns.push(elapsed.as_nanos() as u64),
             Ok(()) => {}
             Err(e) => {
-                // Errors caused by the window's end shutting the socket
+                // Errors caused by the session's end shutting the socket
                 // are not errors of the target.
                 if p != STOP {
                     result.errors += 1;
@@ -192,4 +300,134 @@ fn client_loop(
         }
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::sync::atomic::AtomicU64;
+    use uploader_idl::{UploadRequest, UploadResult, UploaderSyncHandler, UploaderSyncProcessor};
+
+    /// Answers pings and counts them.
+    struct Counting(Arc<AtomicU64>);
+
+    impl UploaderSyncHandler for Counting {
+        fn handle_ping(&self) -> thrift::Result<String> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Ok("pong".to_string())
+        }
+
+        fn handle_upload(&self, req: UploadRequest) -> thrift::Result<UploadResult> {
+            let size = req.data.len() as i64;
+            Ok(UploadResult::new(
+                String::new(),
+                String::new(),
+                size,
+                None,
+                None,
+            ))
+        }
+
+        fn handle_touch(&self, _note: String) -> thrift::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A server of `workers` threads counting the pings it answers.
+    fn counting_server(workers: usize) -> (SocketAddr, Arc<AtomicU64>) {
+        let listener = Arc::new(TcpListener::bind("127.0.0.1:0").expect("bind"));
+        let addr = listener.local_addr().expect("addr");
+        let pings = Arc::new(AtomicU64::new(0));
+        for _ in 0..workers {
+            let (listener, pings) = (Arc::clone(&listener), Arc::clone(&pings));
+            // Ends with the test process.
+            thread::spawn(move || {
+                let processor = UploaderSyncProcessor::new(Counting(pings));
+                while let Ok((stream, _)) = listener.accept() {
+                    crate::responder::serve(&processor, stream);
+                }
+            });
+        }
+        (addr, pings)
+    }
+
+    #[derive(Default)]
+    struct Edges {
+        opened: u32,
+        closed: u32,
+    }
+
+    impl Window for Edges {
+        fn opened(&mut self) {
+            self.opened += 1;
+        }
+        fn closed(&mut self) {
+            self.closed += 1;
+        }
+    }
+
+    #[test]
+    fn clients_call_only_in_slices_and_only_windows_are_counted() {
+        let (addr, pings) = counting_server(2);
+        let mut session = Session::start(addr, 2, &Call::Ping, Writes::One);
+        thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            pings.load(Ordering::Relaxed),
+            0,
+            "clients call before a slice"
+        );
+        let mut edges = Edges::default();
+        let (warmup, window) = (Duration::from_millis(50), Duration::from_millis(150));
+        session.slice(warmup, window, &mut edges);
+        let after_first = pings.load(Ordering::Relaxed);
+        assert!(after_first > 0, "no call in the first slice");
+        thread::sleep(Duration::from_millis(150));
+        assert_eq!(
+            pings.load(Ordering::Relaxed),
+            after_first,
+            "clients went on calling between slices"
+        );
+        session.slice(warmup, window, &mut edges);
+        let outcome = session.finish();
+        assert_eq!((edges.opened, edges.closed), (2, 2));
+        assert_eq!(outcome.errors, 0, "{:?}", outcome.first_error);
+        assert!(outcome.window >= 2 * window, "{:?}", outcome.window);
+        assert!(outcome.window < 2 * window + warmup, "{:?}", outcome.window);
+        assert!(
+            outcome.per_client.iter().all(|c| *c > 0),
+            "{:?}",
+            outcome.per_client
+        );
+        assert_eq!(outcome.latencies_ns.len() as u64, outcome.calls);
+        // The warm-ups' calls were answered but not counted.
+        assert!(
+            outcome.calls < pings.load(Ordering::Relaxed),
+            "{} counted of {} answered",
+            outcome.calls,
+            pings.load(Ordering::Relaxed)
+        );
+    }
+
+    #[test]
+    fn a_client_its_target_never_answers_does_not_hold_the_session_up() {
+        // One worker, two clients: the second waits in the accept queue
+        // for good, in its first call, and never parks.
+        let (addr, _) = counting_server(1);
+        let mut session = Session::start(addr, 2, &Call::Ping, Writes::One);
+        let started = Instant::now();
+        session.slice(
+            Duration::ZERO,
+            Duration::from_millis(100),
+            &mut Edges::default(),
+        );
+        assert!(started.elapsed() < PARK_TIMEOUT + Duration::from_secs(1));
+        let outcome = session.finish();
+        let served = outcome.per_client.iter().filter(|c| **c > 0).count();
+        assert_eq!(served, 1, "{:?}", outcome.per_client);
+        assert_eq!(
+            outcome.errors, 0,
+            "the session's end is not the target's error"
+        );
+    }
 }

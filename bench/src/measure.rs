@@ -34,8 +34,9 @@ fn new_record(workload: &str, shape: Shape, d: &Deployment, rep: u32) -> Record 
     }
 }
 
-/// CPU and counter snapshots at the window's edges, plus the storm when
-/// there is one (started as the window opens, stopped as it closes).
+/// CPU and counter snapshots at the window's edges, summed over a
+/// session's windows, plus the storm when there is one (started as the
+/// window opens, stopped as it closes).
 struct Edges<'a> {
     d: &'a Deployment,
     clk_tck: f64,
@@ -61,11 +62,108 @@ impl load::Window for Edges<'_> {
     }
 
     fn closed(&mut self) {
-        self.proxy_cpu_s = self.proxy.and_then(|m| m.seconds_since(self.clk_tck));
-        self.backend_cpu_s = self.backend.and_then(|m| m.seconds_since(self.clk_tck));
+        let add = |sum: Option<f64>, more: Option<f64>| Some(sum.unwrap_or(0.0) + more?);
+        let proxy = self.proxy.and_then(|m| m.seconds_since(self.clk_tck));
+        let backend = self.backend.and_then(|m| m.seconds_since(self.clk_tck));
+        self.proxy_cpu_s = add(self.proxy_cpu_s, proxy);
+        self.backend_cpu_s = add(self.backend_cpu_s, backend);
         self.storm_outcome = self.storm.take().map(probes::Storm::stop);
-        self.counts = self.d.backend_counts().since(self.counts_before);
+        let counts = self.d.backend_counts().since(self.counts_before);
+        self.counts = BackendCounts {
+            accepted: add(self.counts.accepted, counts.accepted),
+            without_calls: add(self.counts.without_calls, counts.without_calls),
+        };
     }
+}
+
+impl<'a> Edges<'a> {
+    fn new(d: &'a Deployment, machine: &Machine, storm_rate: Option<u32>) -> Edges<'a> {
+        Edges {
+            d,
+            clk_tck: machine.clk_tck,
+            storm_rate,
+            storm: None,
+            proxy: None,
+            backend: None,
+            counts_before: BackendCounts::default(),
+            proxy_cpu_s: None,
+            backend_cpu_s: None,
+            counts: BackendCounts::default(),
+            storm_outcome: None,
+        }
+    }
+}
+
+/// The first warm-up of a session's connections: a fifth of the window,
+/// from 0.3 to 1 s.
+fn first_warmup(window: Duration) -> Duration {
+    (window / 5).clamp(Duration::from_millis(300), Duration::from_secs(1))
+}
+
+/// The measured length of one slice when targets take turns.
+pub const SLICE: Duration = Duration::from_secs(1);
+/// The warm-up before every slice after a session's first: its connections
+/// were idle while the other targets took their turns.
+pub const SLICE_WARMUP: Duration = Duration::from_millis(200);
+
+/// How many slices of about [`SLICE`] make `window` (at least one).
+pub fn slices_in(window: Duration) -> u32 {
+    (window.as_secs_f64() / SLICE.as_secs_f64())
+        .round()
+        .max(1.0) as u32
+}
+
+/// One repetition of a closed-loop workload on every deployment at once,
+/// taking turns: each target's window is cut into [`slices_in`] slices,
+/// and round after round every target (in `deployments`' order) runs one
+/// slice while the others' clients wait, connected. A phase of the VM
+/// (bench/README.md, eleventh round: they move every process's cost per
+/// byte together, and last from seconds to minutes) then falls on all
+/// targets alike instead of on whichever was measured while it lasted.
+#[allow(clippy::too_many_arguments)]
+pub fn interleaved_calls_rep(
+    workload: &str,
+    deployments: &[Deployment],
+    options: &Options,
+    machine: &Machine,
+    rep: u32,
+    clients: usize,
+    call: &Call,
+) -> Vec<Record> {
+    let window = options.window();
+    let slices = slices_in(window);
+    let slice = window / slices;
+    // Each target's clients connect at its first turn, not all at once:
+    // a connection silent for `first_byte` (HAProxy's inspect delay) is
+    // closed as a probe would be.
+    let mut turns: Vec<(Option<load::Session>, Edges<'_>)> = deployments
+        .iter()
+        .map(|d| (None, Edges::new(d, machine, None)))
+        .collect();
+    for round in 0..slices {
+        let warmup = if round == 0 {
+            first_warmup(window)
+        } else {
+            SLICE_WARMUP
+        };
+        for (session, edges) in &mut turns {
+            session
+                .get_or_insert_with(|| {
+                    load::Session::start(edges.d.addr, clients, call, options.client_writes)
+                })
+                .slice(warmup, slice, edges);
+        }
+    }
+    turns
+        .into_iter()
+        .filter_map(|(session, edges)| Some((session?, edges)))
+        .map(|(session, edges)| {
+            let outcome = session.finish();
+            let mut r = calls_record(workload, Shape::Calls, rep, clients, call, outcome, &edges);
+            r.metrics.insert("slices".into(), f64::from(slices));
+            r
+        })
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -84,31 +182,33 @@ pub fn calls_rep(
     } else {
         Shape::Calls
     };
-    let mut r = new_record(workload, shape, d, rep);
     let window = options.window();
-    let warmup = (window / 5).clamp(Duration::from_millis(300), Duration::from_secs(1));
-    let mut edges = Edges {
-        d,
-        clk_tck: machine.clk_tck,
-        storm_rate,
-        storm: None,
-        proxy: None,
-        backend: None,
-        counts_before: BackendCounts::default(),
-        proxy_cpu_s: None,
-        backend_cpu_s: None,
-        counts: BackendCounts::default(),
-        storm_outcome: None,
-    };
+    let mut edges = Edges::new(d, machine, storm_rate);
     let outcome = load::run(
         d.addr,
         clients,
         call,
         options.client_writes,
-        warmup,
+        first_warmup(window),
         window,
         &mut edges,
     );
+    calls_record(workload, shape, rep, clients, call, outcome, &edges)
+}
+
+/// The record of a closed-loop measurement of `edges.d`: what `outcome`
+/// counted, and what `edges` saw of the servers.
+fn calls_record(
+    workload: &str,
+    shape: Shape,
+    rep: u32,
+    clients: usize,
+    call: &Call,
+    outcome: load::Outcome,
+    edges: &Edges<'_>,
+) -> Record {
+    let d = edges.d;
+    let mut r = new_record(workload, shape, d, rep);
     let secs = outcome.window.as_secs_f64();
     let m = &mut r.metrics;
     m.insert("clients".into(), clients as f64);

@@ -139,7 +139,10 @@ fn worker(listener: &TcpListener, processor: &UploaderSyncProcessor<Handler>, co
 
 /// Serves one connection until the peer closes it or sends garbage, and
 /// says how many calls it answered.
-fn serve(processor: &UploaderSyncProcessor<Handler>, stream: TcpStream) -> u64 {
+pub(crate) fn serve<H: UploaderSyncHandler>(
+    processor: &UploaderSyncProcessor<H>,
+    stream: TcpStream,
+) -> u64 {
     let _ = stream.set_nodelay(true);
     let (Ok(read_half), Ok(write_half)) = (stream.try_clone(), stream.try_clone()) else {
         return 0;

@@ -1,8 +1,9 @@
 //! The run: build the servers, set up the machine, then for each workload
 //! and each repetition start every target afresh (each with its own
-//! backend), measure them one after the other (rotating who starts and goes
-//! first, so drifts hit all alike), stop them, and finally print, write and
-//! draw the results.
+//! backend), measure them (taking turns slice by slice where every client
+//! is served, else one after the other; rotating who starts and goes first,
+//! so drifts hit all alike), stop them, and finally print, write and draw
+//! the results.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,7 +19,7 @@ use crate::client::Writes;
 use crate::deploy::{Backend, Deployment, Env, Target};
 use crate::load::Call;
 use crate::machine::Machine;
-use crate::measure::{calls_rep, idle_rep, incident_rep};
+use crate::measure::{self, calls_rep, idle_rep, incident_rep, interleaved_calls_rep};
 use crate::options::{Command as Role, Options};
 use crate::report::{self, Record};
 use crate::upload_call::EncodedUpload;
@@ -233,7 +234,16 @@ pub fn main(options: Options) -> Result<()> {
         options.probe_rate,
         options.idle_clients
     ));
-    notes.push(format!("client: {}", options.client_writes.describe()));
+    notes.push(format!(
+        "turns: where every client is served, each target's window is {} slice(s) of {:.1} s; round after round every target runs one slice while the others' clients wait connected ({:.1} s warm-up before each later slice), so a phase of the VM falls on all alike",
+        measure::slices_in(options.window()),
+        options.window().as_secs_f64() / f64::from(measure::slices_in(options.window())),
+        measure::SLICE_WARMUP.as_secs_f64()
+    ));
+    notes.push(format!(
+        "client: {}; uploads encoded once, copied once per call (into the kernel)",
+        options.client_writes.describe()
+    ));
     notes.push(format!("responder: {}", responder::describe_io()));
     notes.push(format!(
         "uploader: sets its allocator up itself at start: {} (uploader::malloc)",
@@ -617,13 +627,13 @@ fn rotated(targets: &[Target], rep: u32) -> Vec<Target> {
 }
 
 /// One repetition of `workload` on freshly started `deployments`, measured
-/// in their order. Deployed afresh for each repetition, so that what a
-/// deployment draws when it starts (which backend workers its pooled
-/// connections get, their receive windows, a spread between processes
-/// that bench/README.md's ninth round could not explain) is a new draw
-/// each time instead of holding for every repetition; and the incident
-/// replays against a backend none of whose workers an earlier replay
-/// pinned.
+/// in their order: closed-loop workloads whose backend serves every client
+/// in turns of about a second each (`interleaved_calls_rep`), the others one
+/// target after the other. Deployed afresh for each repetition, so that
+/// what a deployment draws when it starts (which backend workers its pooled
+/// connections get) is a new draw each time instead of holding for every
+/// repetition; and the incident replays against a backend none of whose
+/// workers an earlier replay pinned.
 fn run_rep(
     workload: &Workload,
     deployments: &[Deployment],
@@ -636,9 +646,25 @@ fn run_rep(
     if let Kind::Incident = workload.kind {
         return Ok(incident_rep(workload.name, deployments, options, rep));
     }
+    if let Kind::Calls { clients, .. } = workload.kind {
+        if workload.backend.workers() >= clients {
+            return Ok(interleaved_calls_rep(
+                workload.name,
+                deployments,
+                options,
+                machine,
+                rep,
+                clients,
+                call,
+            ));
+        }
+    }
     let mut records = Vec::new();
     for d in deployments {
         let record = match workload.kind {
+            // A backend with fewer workers than clients (who gets served?):
+            // one target after the other, since the unserved clients of a
+            // proxy passing connections through never park between slices.
             Kind::Calls { clients, .. } => {
                 calls_rep(workload.name, d, options, machine, rep, clients, call, None)
             }
