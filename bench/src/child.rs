@@ -164,6 +164,14 @@ impl Server {
     }
 }
 
+/// A server is never left running by a bench that returns early with an
+/// error or panics: it stops when dropped (at once if already stopped).
+impl Drop for Server {
+    fn drop(&mut self) {
+        stop_child(&mut self.child);
+    }
+}
+
 /// SIGTERM (through `kill(1)`: unsafe code stays in the io_uring modules), a bounded
 /// wait, then SIGKILL.
 pub fn stop_child(child: &mut Child) {
@@ -235,6 +243,31 @@ mod tests {
         assert!(err.contains("not ready within 100ms (last: 503)"), "{err}");
         assert_eq!(ready, Ok(()));
         assert_eq!(calls, 3);
+    }
+
+    #[test]
+    fn a_server_dropped_without_being_stopped_is_stopped() {
+        let dir = std::env::temp_dir().join(format!("bench-child-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut command = Command::new("sh");
+        command.args([
+            "-c",
+            "echo 'sleeper listening at=127.0.0.1:9'; exec sleep 30",
+        ]);
+        let server = Server::start("sleeper", command, &dir.join("sleeper.log")).expect("start");
+        let pid = server.pid();
+        let started = Instant::now();
+        drop(server);
+        let alive = Path::new(&format!("/proc/{pid}")).exists();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            !alive,
+            "process {pid} still there after its server was dropped"
+        );
+        assert!(
+            started.elapsed() < STOP_TIMEOUT,
+            "stopped by SIGTERM, not the bound"
+        );
     }
 
     #[test]

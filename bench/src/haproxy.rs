@@ -217,6 +217,14 @@ impl Haproxy {
     }
 }
 
+/// Like a [`crate::child::Server`], never left running by a bench that
+/// returns early or panics.
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        crate::child::stop_child(&mut self.child);
+    }
+}
+
 fn free_port() -> std::io::Result<SocketAddr> {
     TcpListener::bind("127.0.0.1:0")?.local_addr()
 }
