@@ -12,7 +12,9 @@
 //! where no uploader shares the CPU), so a miss can be read as "probegate
 //! too dear" or "no proxy fits".
 
-use super::{get, saturated_against_best_haproxy, server_cpu_per_call, At, THROUGHPUT_GOAL};
+use super::floors::{saturated_against_best_haproxy, server_cpu_per_call};
+use super::lookup::{get, At};
+use super::THROUGHPUT_GOAL;
 use crate::deploy::Target;
 use crate::report::Summary;
 
