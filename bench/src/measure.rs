@@ -113,6 +113,11 @@ pub fn slices_in(window: Duration) -> u32 {
         .max(1.0) as u32
 }
 
+/// The measured length of each of `window`'s slices.
+pub fn slice_of(window: Duration) -> Duration {
+    window / slices_in(window)
+}
+
 /// One repetition of a closed-loop workload on every deployment at once,
 /// taking turns: each target's window is cut into [`slices_in`] slices,
 /// and round after round every target (in `deployments`' order) runs one
@@ -120,7 +125,6 @@ pub fn slices_in(window: Duration) -> u32 {
 /// (bench/README.md, eleventh round: they move every process's cost per
 /// byte together, and last from seconds to minutes) then falls on all
 /// targets alike instead of on whichever was measured while it lasted.
-#[allow(clippy::too_many_arguments)]
 pub fn interleaved_calls_rep(
     workload: &str,
     deployments: &[Deployment],
@@ -131,8 +135,7 @@ pub fn interleaved_calls_rep(
     call: &Call,
 ) -> Vec<Record> {
     let window = options.window();
-    let slices = slices_in(window);
-    let slice = window / slices;
+    let (slices, slice) = (slices_in(window), slice_of(window));
     // Each target's clients connect at its first turn, not all at once:
     // a connection silent for `first_byte` (HAProxy's inspect delay) is
     // closed as a probe would be.
@@ -357,4 +360,25 @@ pub fn incident_rep(
             r
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_are_cut_into_slices_of_about_a_second() {
+        let cut = |secs: f64| {
+            let window = Duration::from_secs_f64(secs);
+            (slices_in(window), slice_of(window).as_secs_f64())
+        };
+        assert_eq!(cut(5.0), (5, 1.0));
+        assert_eq!(cut(2.0), (2, 1.0));
+        // Shorter than a slice: one slice, the whole window.
+        assert_eq!(cut(0.2), (1, 0.2));
+        // Every slice the same length, the window kept whole.
+        let (n, each) = cut(2.6);
+        assert_eq!(n, 3);
+        assert!((each * f64::from(n) - 2.6).abs() < 1e-6, "{each}");
+    }
 }

@@ -237,7 +237,7 @@ pub fn main(options: Options) -> Result<()> {
     notes.push(format!(
         "turns: where every client is served, each target's window is {} slice(s) of {:.1} s; round after round every target runs one slice while the others' clients wait connected ({:.1} s warm-up before each later slice), so a phase of the VM falls on all alike",
         measure::slices_in(options.window()),
-        options.window().as_secs_f64() / f64::from(measure::slices_in(options.window())),
+        measure::slice_of(options.window()).as_secs_f64(),
         measure::SLICE_WARMUP.as_secs_f64()
     ));
     notes.push(format!(
