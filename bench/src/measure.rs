@@ -47,6 +47,10 @@ struct Edges<'a> {
     counts_before: BackendCounts,
     proxy_cpu_s: Option<f64>,
     backend_cpu_s: Option<f64>,
+    /// The bench's own process: the load generator's clients (all that
+    /// runs in it during a closed-loop window).
+    client: Option<CpuMark>,
+    client_cpu_s: Option<f64>,
     counts: BackendCounts,
     storm_outcome: Option<probes::StormOutcome>,
 }
@@ -56,6 +60,7 @@ impl load::Window for Edges<'_> {
         self.counts_before = self.d.backend_counts();
         self.proxy = self.d.proxy_pid().and_then(CpuMark::take);
         self.backend = self.d.backend_pid().and_then(CpuMark::take);
+        self.client = CpuMark::take(std::process::id());
         if let Some(rate) = self.storm_rate {
             self.storm = Some(probes::Storm::start(self.d.addr, rate, STORM_THREADS, true));
         }
@@ -67,6 +72,8 @@ impl load::Window for Edges<'_> {
         let backend = self.backend.and_then(|m| m.seconds_since(self.clk_tck));
         self.proxy_cpu_s = add(self.proxy_cpu_s, proxy);
         self.backend_cpu_s = add(self.backend_cpu_s, backend);
+        let client = self.client.and_then(|m| m.seconds_since(self.clk_tck));
+        self.client_cpu_s = add(self.client_cpu_s, client);
         self.storm_outcome = self.storm.take().map(probes::Storm::stop);
         let counts = self.d.backend_counts().since(self.counts_before);
         self.counts = BackendCounts {
@@ -88,11 +95,19 @@ impl<'a> Edges<'a> {
             counts_before: BackendCounts::default(),
             proxy_cpu_s: None,
             backend_cpu_s: None,
+            client: None,
+            client_cpu_s: None,
             counts: BackendCounts::default(),
             storm_outcome: None,
         }
     }
 }
+
+/// The share of one CPU at which the load generator is taken to limit what
+/// a closed-loop window measures (the bench pins it to one CPU).
+const CLIENT_SATURATED: f64 = 0.95;
+/// Said of a target whose window saw the load generator that busy.
+const CLIENT_SATURATED_NOTE: &str = "the load generator's CPU was 95 % busy or more in a window: there calls/s may be its limit, not this target's (client_cpu_util in results.jsonl)";
 
 /// The first warm-up of a session's connections: a fifth of the window,
 /// from 0.3 to 1 s.
@@ -246,6 +261,12 @@ fn calls_record(
                 "backend_cpu_us_per_call".into(),
                 cpu * 1e6 / outcome.calls as f64,
             );
+        }
+    }
+    if let (Some(cpu), Shape::Calls) = (edges.client_cpu_s, shape) {
+        m.insert("client_cpu_util".into(), cpu / secs);
+        if cpu / secs >= CLIENT_SATURATED {
+            r.notes.push(CLIENT_SATURATED_NOTE.to_string());
         }
     }
     if let Some(cpu) = edges.proxy_cpu_s {
