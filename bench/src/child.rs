@@ -6,13 +6,13 @@
 //! servers' logs go to a file per process under the output folder, so that
 //! they neither flood the table nor block on a full pipe.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,81 @@ use std::time::{Duration, Instant};
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a server gets to exit after SIGTERM before it is killed.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the servers get to exit when the bench itself is told to stop.
+const SIGNALLED_STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The servers this process started and has not stopped yet, by PID: what a
+/// signal to the bench stops before it exits ([`stop_servers_on_signals`]).
+static RUNNING: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
+
+/// Notes a server process just started, to be stopped with the bench.
+pub fn started(child: &Child) {
+    RUNNING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(child.id());
+}
+
+/// On SIGTERM, SIGINT or SIGHUP to the bench, stops every server it
+/// started (SIGTERM, at most [`SIGNALLED_STOP_TIMEOUT`], then SIGKILL) and
+/// exits with 128 + the signal. Without it a `kill` of a run left its
+/// servers loading CPU 1 (Ctrl-C reaches the whole process group anyway).
+pub fn stop_servers_on_signals() -> std::io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            eprintln!("bench: signal {signal}: stopping the servers it started");
+            stop_running(SIGNALLED_STOP_TIMEOUT);
+            std::process::exit(128 + signal);
+        }
+    });
+    Ok(())
+}
+
+/// Stops every server in [`RUNNING`] (see [`stop_all`]).
+fn stop_running(grace: Duration) {
+    let pids = std::mem::take(&mut *RUNNING.lock().unwrap_or_else(|e| e.into_inner()));
+    stop_all(&pids.into_iter().collect::<Vec<_>>(), grace);
+}
+
+/// SIGTERM to all of `pids`, then SIGKILL to those still alive after
+/// `grace`.
+fn stop_all(pids: &[u32], grace: Duration) {
+    signal_all(pids, "-TERM");
+    let deadline = Instant::now() + grace;
+    while pids.iter().any(|&pid| alive(pid)) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let left: Vec<u32> = pids.iter().copied().filter(|&pid| alive(pid)).collect();
+    signal_all(&left, "-KILL");
+}
+
+/// Sends `signal` to `pids` through `kill(1)` (unsafe code stays in the
+/// io_uring modules).
+fn signal_all(pids: &[u32], signal: &str) {
+    if pids.is_empty() {
+        return;
+    }
+    let _ = Command::new("kill")
+        .arg(signal)
+        .args(pids.iter().map(u32::to_string))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Whether `pid` still runs: it exists and is not a zombie waiting for this
+/// process to reap it.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat.rsplit_once(") ")?.1.chars().next()?;
+            Some(state != 'Z' && state != 'X')
+        })
+        .unwrap_or(false)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChildError {
@@ -98,6 +173,7 @@ impl Server {
                 program: format!("{command:?}"),
                 source,
             })?;
+        started(&child);
         let (tx, rx) = mpsc::channel();
         if let Some(stdout) = child.stdout.take() {
             thread::spawn(move || {
@@ -175,6 +251,10 @@ impl Drop for Server {
 /// SIGTERM (through `kill(1)`: unsafe code stays in the io_uring modules), a bounded
 /// wait, then SIGKILL.
 pub fn stop_child(child: &mut Child) {
+    RUNNING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&child.id());
     if let Ok(Some(_)) = child.try_wait() {
         return;
     }
@@ -268,6 +348,50 @@ mod tests {
             started.elapsed() < STOP_TIMEOUT,
             "stopped by SIGTERM, not the bound"
         );
+    }
+
+    #[test]
+    fn servers_are_stopped_at_once_even_those_ignoring_sigterm() {
+        let spawn = |script: &str| Command::new("sh").args(["-c", script]).spawn().expect("sh");
+        let mut polite = spawn("exec sleep 30");
+        let mut stubborn = spawn("trap '' TERM; while :; do sleep 1; done");
+        // Let the shell set its trap before it is signalled.
+        thread::sleep(Duration::from_millis(200));
+        let started_at = Instant::now();
+        stop_all(&[polite.id(), stubborn.id()], Duration::from_millis(500));
+        // Bounded: a child still running after 5 s is killed and fails the test.
+        let ended = |child: &mut Child| loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                _ if started_at.elapsed() > Duration::from_secs(5) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return None;
+                }
+                _ => thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        let (polite_status, stubborn_status) = (ended(&mut polite), ended(&mut stubborn));
+        use std::os::unix::process::ExitStatusExt;
+        let signal = |status: Option<std::process::ExitStatus>| status.and_then(|s| s.signal());
+        assert_eq!(signal(polite_status), Some(15), "SIGTERM first");
+        assert_eq!(signal(stubborn_status), Some(9), "SIGKILL after the grace");
+    }
+
+    #[test]
+    fn a_started_server_is_registered_until_stopped() {
+        let mut child = Command::new("sleep").arg("30").spawn().expect("sleep");
+        started(&child);
+        let pid = child.id();
+        let registered = || {
+            RUNNING
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&pid)
+        };
+        assert!(registered(), "not registered when started");
+        stop_child(&mut child);
+        assert!(!registered(), "still registered once stopped");
     }
 
     #[test]

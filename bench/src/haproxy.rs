@@ -182,7 +182,10 @@ impl Haproxy {
                 .stdout(Stdio::null())
                 .stderr(stderr);
             let mut child = match command.spawn() {
-                Ok(c) => c,
+                Ok(c) => {
+                    crate::child::started(&c);
+                    c
+                }
                 Err(e) => {
                     last = e.to_string();
                     continue;

@@ -196,6 +196,7 @@ pub fn main(options: Options) -> Result<()> {
         None => {}
     }
     check_filters(&options)?;
+    crate::child::stop_servers_on_signals().context("handling SIGTERM and SIGINT")?;
     let root = workspace_root();
     let out = options
         .out
