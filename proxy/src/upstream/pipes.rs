@@ -168,15 +168,25 @@ impl PipePool {
     /// room and the kernel confirms it empty, closed otherwise.
     pub fn give_back(&self, mut pipe: Pipe) {
         let Some(sink) = &self.sink else { return };
+        // A pipe there is no room for is closed as it is, without emptying
+        // it first (the room is checked again before it is kept).
+        if !self.has_room_for(&pipe, &self.idle.lock().unwrap_or_else(|e| e.into_inner())) {
+            return;
+        }
         if !(pipe.discard_into(sink) && pipe.verified_empty()) {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let kept: usize = idle.iter().map(|p| p.capacity).sum();
-        if kept + pipe.capacity <= self.keep_bytes && idle.len() < KEEP_PIPES {
+        if self.has_room_for(&pipe, &idle) {
             idle.push(pipe);
             self.count_kept(idle.len());
         }
+    }
+
+    /// Whether `pipe` may join the `idle` ones within both bounds.
+    fn has_room_for(&self, pipe: &Pipe, idle: &[Pipe]) -> bool {
+        let kept: usize = idle.iter().map(|p| p.capacity).sum();
+        kept + pipe.capacity <= self.keep_bytes && idle.len() < KEEP_PIPES
     }
 
     /// Empties `pipe` (what a send that stopped half-way left in it) so the
