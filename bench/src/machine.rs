@@ -128,15 +128,22 @@ pub fn latency_hold(hold: bool) -> (Option<File>, String) {
 }
 
 impl Machine {
-    /// The command that starts `program` on the server CPU (or unpinned).
+    /// The command that starts `program` on the server CPU (or unpinned),
+    /// tied to the thread that spawns it: the server gets SIGTERM from the
+    /// kernel when that thread ends, so a bench killed outright (SIGKILL,
+    /// which `child::stop_servers_on_signals` cannot see) leaves nothing
+    /// loading the CPU the next run measures on. Runs start their servers
+    /// from the main thread.
     pub fn server_command(&self, program: &std::path::Path) -> Command {
-        if self.pin_servers {
+        let mut command = if self.pin_servers {
             let mut command = Command::new("taskset");
             command.arg("-c").arg(SERVER_CPU.to_string()).arg(program);
             command
         } else {
             Command::new(program)
-        }
+        };
+        tied_child::tied_to_this_process(&mut command);
+        command
     }
 }
 

@@ -9,13 +9,11 @@
 //! stack itself is told to stop (SIGTERM, SIGINT or SIGHUP sent to its
 //! process alone, as a supervisor or `kill PID` does). Killed outright
 //! (SIGKILL, which no handler sees), it still takes its servers with it:
-//! the kernel sends each one SIGTERM (see [`tied_to_this_process`]).
+//! the kernel sends each one SIGTERM (see [`tied_child`]).
 
-// Allowed in one function only: `pre_exec`, to arm the parent-death signal.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
-use std::io::{self, BufRead, BufReader};
-use std::os::unix::process::CommandExt;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +22,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use tied_child::tied_to_this_process;
 
 /// How long a freshly started server may take to print its `listening` line.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -198,31 +197,6 @@ fn start(name: &'static str, command: &mut Command, stop: &AtomicBool) -> Result
     }
 }
 
-/// Arms `command` so that the process it starts gets SIGTERM from the
-/// kernel when the thread that starts it ends (`PR_SET_PDEATHSIG`): with
-/// the stack's main thread, so also when the stack is killed with SIGKILL
-/// or crashes, which would otherwise leave its servers running and holding
-/// their ports, and the next `cargo stack` unable to bind them. A stack that
-/// died before the signal was armed makes the start fail instead.
-#[allow(unsafe_code)]
-fn tied_to_this_process(command: &mut Command) -> &mut Command {
-    let stack = rustix::process::getpid();
-    // SAFETY: the closure runs in the forked child before `exec`, where only
-    // async-signal-safe work is allowed: it makes two system calls (`prctl`,
-    // `getppid`) and neither allocates nor takes a lock (`io::Error` from an
-    // errno is not boxed).
-    unsafe {
-        command.pre_exec(move || {
-            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))?;
-            // Reparented already: the stack is gone and nobody will send it.
-            if rustix::process::getppid() != Some(stack) {
-                return Err(io::Error::from(rustix::io::Errno::SRCH));
-            }
-            Ok(())
-        })
-    }
-}
-
 fn print_banner(servers: &[Server]) {
     println!();
     for server in servers {
@@ -351,31 +325,6 @@ mod tests {
             Command::new("sleep").arg("30"),
             true,
             "stopped by a signal while uploader was starting",
-        );
-    }
-
-    #[test]
-    fn a_server_gets_sigterm_when_the_thread_that_started_it_ends() {
-        use std::os::unix::process::ExitStatusExt;
-        // The same kernel notice as when the whole stack is killed (its
-        // main thread starts the servers): here only the starting thread
-        // ends, so the test process survives to see it.
-        let mut child = thread::spawn(|| {
-            tied_to_this_process(Command::new("sleep").arg("30"))
-                .spawn()
-                .expect("sleep")
-        })
-        .join()
-        .expect("starting thread");
-        if !gone_by(&mut child, Instant::now() + Duration::from_secs(5)) {
-            let _ = child.kill();
-            panic!("the server outlived the thread that started it by 5 s");
-        }
-        let status = child.wait().expect("its status");
-        assert_eq!(
-            status.signal(),
-            Some(signal_hook::consts::SIGTERM),
-            "{status}"
         );
     }
 
