@@ -205,20 +205,14 @@ impl Session {
         self.gate.await_parked(PARK_TIMEOUT);
     }
 
-    /// Stops the clients (shutting their sockets down, which frees any
-    /// stuck in a call) and sums up what the slices measured.
-    pub fn finish(self) -> Outcome {
-        self.gate.set(STOP);
-        if let Ok(handles) = self.handles.lock() {
-            for h in handles.iter() {
-                let _ = h.shutdown(std::net::Shutdown::Both);
-            }
-        }
+    /// Stops the clients and sums up what the slices measured.
+    pub fn finish(mut self) -> Outcome {
+        self.stop_clients();
         let mut outcome = Outcome {
             window: self.measured,
             ..Outcome::default()
         };
-        for t in self.threads {
+        for t in std::mem::take(&mut self.threads) {
             let r = t.join().unwrap_or_else(|_| ClientResult {
                 error: Some("client thread panicked".to_string()),
                 errors: 1,
@@ -234,6 +228,28 @@ impl Session {
         }
         outcome.latencies_ns.sort_unstable();
         outcome
+    }
+}
+
+impl Session {
+    /// Tells the clients to stop and shuts their sockets down, which frees
+    /// any stuck in a call; parked ones wake and leave.
+    fn stop_clients(&self) {
+        self.gate.set(STOP);
+        let handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        for h in handles.iter() {
+            let _ = h.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Session {
+    /// A session dropped without [`finish`](Session::finish) (an error
+    /// returned between slices, a panic) still ends its clients, which
+    /// would otherwise wait parked for good with their connections open.
+    /// Their threads end on their own; nobody waits for them.
+    fn drop(&mut self) {
+        self.stop_clients();
     }
 }
 
@@ -406,6 +422,29 @@ mod tests {
             "{} counted of {} answered",
             outcome.calls,
             pings.load(Ordering::Relaxed)
+        );
+    }
+
+    #[test]
+    fn a_session_dropped_without_finish_ends_its_clients() {
+        let (addr, _) = counting_server(2);
+        let mut session = Session::start(addr, 2, &Call::Ping, Writes::One);
+        session.slice(
+            Duration::ZERO,
+            Duration::from_millis(50),
+            &mut Edges::default(),
+        );
+        let gate = Arc::clone(&session.gate);
+        assert_eq!(gate.running.load(Ordering::Acquire), 2);
+        drop(session);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while gate.running.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            gate.running.load(Ordering::Acquire),
+            0,
+            "clients still parked 5 s after their session was dropped"
         );
     }
 
