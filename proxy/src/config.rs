@@ -26,6 +26,12 @@ pub const MAX_PIPELINE_DEPTH: usize = 1024;
 /// holds a backend slot, so it is kept for moments, not for pooling.
 pub const MAX_PIPELINE_LINGER: Duration = Duration::from_secs(1);
 
+/// The largest `forwarding.kept_pipe_bytes`: the pool keeps at most
+/// [`KEEP_PIPES`](crate::upstream::pipes::KEEP_PIPES) pipes, none larger
+/// than a segment, so more could never be used.
+pub const MAX_KEPT_PIPE_BYTES: usize =
+    crate::upstream::pipes::KEEP_PIPES * crate::upstream::pipes::SEGMENT_BYTES;
+
 /// The whole file. Sections may be omitted; each has defaults except
 /// `[[backends]]`, of which there must be at least one.
 #[derive(Debug, Clone, Deserialize)]
@@ -288,6 +294,14 @@ pub struct ForwardingConfig {
     /// with the uploader and with the bench's responder behind it
     /// (bench/README.md, fifth and ninth rounds).
     pub pipe_large_calls: bool,
+    /// The pipes a piped call used are emptied and kept for the next
+    /// large call, up to this much capacity in all (and at most
+    /// [`KEEP_PIPES`](crate::upstream::pipes::KEEP_PIPES) of them), so
+    /// that a call does not make and close its pipes. Idle kept pipes hold
+    /// no data, but they count against the user's pipe allowance
+    /// (`fs.pipe-user-pages-soft`, 64 MiB by default, shared by all of
+    /// the user's processes); 0 keeps none.
+    pub kept_pipe_bytes: usize,
 }
 
 impl Default for ForwardingConfig {
@@ -300,6 +314,7 @@ impl Default for ForwardingConfig {
             pipeline_depth: 32,
             pipeline_linger: ConfigDuration(Duration::from_millis(1)),
             pipe_large_calls: true,
+            kept_pipe_bytes: crate::upstream::pipes::KEEP_BYTES,
         }
     }
 }
@@ -591,6 +606,17 @@ impl Config {
                 format!("must be between 1 (no pipelining) and {MAX_PIPELINE_DEPTH}"),
             ));
         }
+        if self.forwarding.kept_pipe_bytes > MAX_KEPT_PIPE_BYTES {
+            return Err(ConfigError::invalid(
+                "forwarding.kept_pipe_bytes",
+                self.forwarding.kept_pipe_bytes,
+                format!(
+                    "must be at most {MAX_KEPT_PIPE_BYTES} ({} pipes of {} bytes, the most probegate keeps); 0 keeps none",
+                    crate::upstream::pipes::KEEP_PIPES,
+                    crate::upstream::pipes::SEGMENT_BYTES
+                ),
+            ));
+        }
         if self.forwarding.pipeline_linger.get() > MAX_PIPELINE_LINGER {
             return Err(ConfigError::invalid(
                 "forwarding.pipeline_linger",
@@ -691,6 +717,7 @@ mod tests {
             ("[health]\nrise = 0\n", &["health.rise", "0"]),
             ("[forwarding]\npipeline_depth = 0\n", &["forwarding.pipeline_depth", "0", "1024"]),
             ("[forwarding]\npipeline_linger = \"2s\"\n", &["forwarding.pipeline_linger", "2s", "1s"]),
+            ("[forwarding]\nkept_pipe_bytes = 16777217\n", &["forwarding.kept_pipe_bytes", "16777217", "at most 16777216", "0 keeps none"]),
             ("[forwarding]\npipeline_methods = [\"ping\", \"\"]\n", &["forwarding.pipeline_methods[1]"]),
             (
                 "[forwarding]\npool_idle = \"90s\"\n[[backends]]\naddress = \"127.0.0.1:1\"\nread_timeout = \"60s\"\n",

@@ -118,6 +118,36 @@ async fn with_pipes_turned_off_a_large_call_goes_through_memory_unchanged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_pipe_bytes_decides_whether_the_next_large_call_makes_its_pipes() {
+    // Half a megabyte fits one segment: each call takes two pipes (the
+    // segment and the spare), whatever the fragments.
+    let size = 512 * 1024;
+    let backend = Responder::start(FB).await;
+    for (extra, keeps) in [("", true), ("[forwarding]\nkept_pipe_bytes = 0\n", false)] {
+        let (up, addr) = proxy(&config(&[(backend.addr, 1, FB)], extra), FB).await;
+        let made = || up.metrics.pipes_made.get();
+        upload_then_ping(addr, FB, pattern(size)).await;
+        let first = made();
+        assert_eq!(first, 2, "{extra:?}: the first call made its pipes");
+        if keeps {
+            eventually("both pipes kept after the first call", || {
+                up.pipes.idle_pipes() == 2
+            })
+            .await;
+        }
+        upload_then_ping(addr, FB, pattern(size)).await;
+        let second = made() - first;
+        if keeps {
+            assert_eq!(second, 0, "the second call reused the kept pipes");
+        } else {
+            assert_eq!(second, 2, "nothing kept: the second call made its own");
+            assert_eq!(up.pipes.idle_pipes(), 0);
+        }
+        assert_eq!(piped(&up), 2, "{extra:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_mid_body_sends_nothing_to_the_backend() {
     let data = pattern(SIZE);
     let sent = upload_call(FB, data.clone());

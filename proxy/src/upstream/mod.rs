@@ -129,7 +129,7 @@ impl Upstream {
             .max_buffered_bytes
             .min(tokio::sync::Semaphore::MAX_PERMITS);
         let pipes = Arc::new(pipes::PipePool::new(
-            pipes::KEEP_BYTES,
+            config.forwarding.kept_pipe_bytes,
             Some(pipes::PipeMetrics {
                 kept: metrics.pipes_kept.clone(),
                 made: metrics.pipes_made.clone(),

@@ -12,8 +12,8 @@
 //!
 //! Kept pipes stay sized and count against the user's pipe allowance
 //! (`fs.pipe-user-pages-soft`) while idle, and hold two descriptors each,
-//! so what is kept is bounded by their total capacity ([`PipePool::new`])
-//! and by their number ([`KEEP_PIPES`]).
+//! so what is kept is bounded by their total capacity ([`PipePool::new`],
+//! `forwarding.kept_pipe_bytes`) and by their number ([`KEEP_PIPES`]).
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::OwnedFd;
@@ -30,8 +30,10 @@ pub const SEGMENT_BYTES: usize = 1024 * 1024;
 /// A pipe the kernel will not make at least this large is not worth its
 /// descriptors (over `fs.pipe-user-pages-soft`, new pipes get two pages).
 pub const MIN_SEGMENT_BYTES: usize = 64 * 1024;
-/// The capacity probegate keeps in idle pipes: room for a few 1 MiB calls'
-/// pipes, 2,048 of the 16,384 pages a user may have in pipes by default.
+/// The capacity probegate keeps in idle pipes unless
+/// `forwarding.kept_pipe_bytes` says otherwise: room for a few 1 MiB
+/// calls' pipes, 2,048 of the 16,384 pages a user may have in pipes by
+/// default.
 pub const KEEP_BYTES: usize = 8 * SEGMENT_BYTES;
 /// The most idle pipes kept, whatever their size: 32 descriptors.
 pub const KEEP_PIPES: usize = 16;
