@@ -229,9 +229,7 @@ impl Session {
         outcome.latencies_ns.sort_unstable();
         outcome
     }
-}
 
-impl Session {
     /// Tells the clients to stop and shuts their sockets down, which frees
     /// any stuck in a call; parked ones wake and leave.
     fn stop_clients(&self) {
