@@ -179,14 +179,12 @@ pub struct Deployment {
 
 impl Deployment {
     /// `first_byte` is both probegate's `timeouts.first_byte` and HAProxy's
-    /// inspect delay: how long a silent connection is held. `pool_idle`, if
-    /// given, is probegate's `forwarding.pool_idle`.
+    /// inspect delay: how long a silent connection is held.
     pub fn start(
         env: &Env,
         target: Target,
         backend_kind: Backend,
         first_byte: Duration,
-        pool_idle: Option<Duration>,
     ) -> Result<Deployment> {
         if target.answers_itself() {
             let (answerer, addr) = start_answerer(env, target)?;
@@ -220,15 +218,13 @@ impl Deployment {
                     }
                 }
             }
-            Target::Probegate => {
-                match start_probegate(env, thrift, backend_kind, first_byte, pool_idle) {
-                    Ok((s, addr)) => (Some(Proxy::Probegate(s)), addr),
-                    Err(e) => {
-                        backend.stop();
-                        return Err(e);
-                    }
+            Target::Probegate => match start_probegate(env, thrift, backend_kind, first_byte) {
+                Ok((s, addr)) => (Some(Proxy::Probegate(s)), addr),
+                Err(e) => {
+                    backend.stop();
+                    return Err(e);
                 }
-            }
+            },
         };
         Ok(Deployment {
             target,
@@ -344,15 +340,11 @@ fn start_probegate(
     backend: SocketAddr,
     kind: Backend,
     first_byte: Duration,
-    pool_idle: Option<Duration>,
 ) -> Result<(Server, SocketAddr)> {
     let name = env.next_name("probegate");
     let config = env.work_dir.join(format!("{name}.toml"));
-    std::fs::write(
-        &config,
-        probegate_config(backend, kind, first_byte, pool_idle),
-    )
-    .with_context(|| format!("writing {}", config.display()))?;
+    std::fs::write(&config, probegate_config(backend, kind, first_byte))
+        .with_context(|| format!("writing {}", config.display()))?;
     let program = env.bin_dir.join("probegate");
     let mut command = env.machine.server_command(&program);
     command.arg("--config").arg(&config);
@@ -414,23 +406,10 @@ pub fn uploader_config(workers: usize, read_timeout: &str, root: &Path) -> Strin
     c
 }
 
-/// probegate's `forwarding.pool_idle` where every slice draws new
-/// connections: shorter than the other targets' turns between two of
-/// probegate's slices (a second or more each), so its pooled backend
-/// connections are closed before its next slice and renewed with the
-/// clients'; far longer than any pause between calls within a slice.
-pub const REDRAW_POOL_IDLE: Duration = Duration::from_millis(300);
-
 /// probegate's config: request-level dispatch to one backend with as many
 /// slots as it has workers, the bench's probe range, and limits that let
-/// 10,000 idle clients in; `pool_idle` if given. Other keys keep their
-/// defaults.
-pub fn probegate_config(
-    backend: SocketAddr,
-    kind: Backend,
-    first_byte: Duration,
-    pool_idle: Option<Duration>,
-) -> String {
+/// 10,000 idle clients in. Other keys keep their defaults.
+pub fn probegate_config(backend: SocketAddr, kind: Backend, first_byte: Duration) -> String {
     let mut c = String::new();
     let _ = writeln!(c, "[listen]");
     let _ = writeln!(c, "public = \"127.0.0.1:0\"");
@@ -451,9 +430,6 @@ pub fn probegate_config(
     let _ = writeln!(c, "max_client_connections = 30000");
     let _ = writeln!(c, "[forwarding]");
     let _ = writeln!(c, "mode = \"request\"");
-    if let Some(idle) = pool_idle {
-        let _ = writeln!(c, "pool_idle = \"{}ms\"", idle.as_millis());
-    }
     // No load balancer to drain from: stop at once between workloads.
     let _ = writeln!(c, "[shutdown]");
     let _ = writeln!(c, "drain_grace = \"0s\"");
@@ -495,7 +471,6 @@ mod tests {
             be,
             Backend::Responder { workers: 64 },
             haproxy::INSPECT_DELAY,
-            None,
         );
         assert!(c.contains("address = \"127.0.0.1:7000\""));
         assert!(c.contains("max_connections = 64"));
@@ -508,7 +483,6 @@ mod tests {
                 read_timeout: "60s",
             },
             haproxy::INSPECT_DELAY,
-            None,
         );
         assert!(c.contains("read_timeout = \"60s\""));
         let c = probegate_config(
@@ -518,7 +492,6 @@ mod tests {
                 read_timeout: "0s",
             },
             haproxy::INSPECT_DELAY,
-            None,
         );
         assert!(!c.contains("read_timeout"), "0s means none: {c}");
     }
@@ -537,16 +510,9 @@ mod tests {
                 read_timeout: "60s",
             },
         ] {
-            for pool_idle in [None, Some(REDRAW_POOL_IDLE)] {
-                let text = probegate_config(be, kind, haproxy::INSPECT_DELAY, pool_idle);
-                match probegate::config::Config::parse(&text) {
-                    Err(e) => panic!("probegate rejects {text}: {e}"),
-                    Ok(config) => {
-                        if let Some(idle) = pool_idle {
-                            assert_eq!(config.forwarding.pool_idle.get(), idle, "{text}");
-                        }
-                    }
-                }
+            let text = probegate_config(be, kind, haproxy::INSPECT_DELAY);
+            if let Err(e) = probegate::config::Config::parse(&text) {
+                panic!("probegate rejects {text}: {e}");
             }
         }
         for timeout in ["0s", "60s"] {

@@ -8,10 +8,6 @@
 //! slices the clients are parked, connections open and idle, so the bench
 //! can measure another target in between: slices of several targets taken
 //! in turn see the same phases of the VM (bench/README.md, eleventh round).
-//! With [`Connections::NewEachSlice`] each client opens a new connection
-//! for every slice after its first instead: a set of connections draws a
-//! speed that lasts as long as it does (bench/README.md, twelfth round),
-//! and a new set per slice gives the target as many draws as slices.
 //! At the end the clients' sockets are shut down from outside, which also
 //! frees clients still stuck waiting for a backend that never served them
 //! (the 10-worker case).
@@ -61,16 +57,6 @@ impl Call {
     }
 }
 
-/// Whether a session's clients keep their connections from slice to slice.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Connections {
-    /// One connection per client for the whole session.
-    Kept,
-    /// A new connection per client for every slice after its first (the
-    /// old one closed first).
-    NewEachSlice,
-}
-
 /// What a window measured.
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -106,7 +92,7 @@ pub fn run(
     window: Duration,
     hooks: &mut dyn Window,
 ) -> Outcome {
-    let mut session = Session::start(addr, clients, call, writes, Connections::Kept);
+    let mut session = Session::start(addr, clients, call, writes);
     session.slice(warmup, window, hooks);
     session.finish()
 }
@@ -158,12 +144,10 @@ impl Gate {
     }
 }
 
-/// `clients` connections to one target, open across slices (or renewed
-/// for each, see [`Connections`]).
+/// `clients` connections to one target, kept open across slices.
 pub struct Session {
     gate: Arc<Gate>,
-    /// Each client's current connection, to shut down from outside.
-    handles: Arc<Mutex<Vec<Option<TcpStream>>>>,
+    handles: Arc<Mutex<Vec<TcpStream>>>,
     threads: Vec<JoinHandle<ClientResult>>,
     /// The measured windows' lengths, summed.
     measured: Duration,
@@ -172,13 +156,7 @@ pub struct Session {
 impl Session {
     /// Connects `clients` clients to `addr` (waiting at most
     /// [`START_TIMEOUT`] for all to report) and parks them.
-    pub fn start(
-        addr: SocketAddr,
-        clients: usize,
-        call: &Call,
-        writes: Writes,
-        connections: Connections,
-    ) -> Session {
+    pub fn start(addr: SocketAddr, clients: usize, call: &Call, writes: Writes) -> Session {
         let gate = Arc::new(Gate {
             phase: AtomicU8::new(PAUSE),
             parked: AtomicUsize::new(0),
@@ -186,21 +164,15 @@ impl Session {
             lock: Mutex::new(()),
             changed: Condvar::new(),
         });
-        let handles = Arc::new(Mutex::new((0..clients).map(|_| None).collect()));
+        let handles: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
         let ready = Arc::new(AtomicUsize::new(0));
         let threads = (0..clients)
-            .map(|index| {
+            .map(|_| {
                 let (gate, handles, ready) =
                     (Arc::clone(&gate), Arc::clone(&handles), Arc::clone(&ready));
                 let call = call.clone();
-                let client = Client {
-                    addr,
-                    writes,
-                    connections,
-                    index,
-                };
                 thread::spawn(move || {
-                    let result = client_loop(&client, &call, &gate, &handles, &ready);
+                    let result = client_loop(addr, &call, writes, &gate, &handles, &ready);
                     gate.running.fetch_sub(1, Ordering::AcqRel);
                     result
                 })
@@ -263,7 +235,7 @@ impl Session {
     fn stop_clients(&self) {
         self.gate.set(STOP);
         let handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
-        for h in handles.iter().flatten() {
+        for h in handles.iter() {
             let _ = h.shutdown(std::net::Shutdown::Both);
         }
     }
@@ -286,71 +258,37 @@ struct ClientResult {
     error: Option<String>,
 }
 
-/// Who one client thread is.
-struct Client {
-    addr: SocketAddr,
-    writes: Writes,
-    connections: Connections,
-    /// Its place in the session's `handles`.
-    index: usize,
-}
-
-impl Client {
-    /// A new connection, its handle put in `handles` in place of the
-    /// previous one's (which closes that socket).
-    fn connect(&self, handles: &Mutex<Vec<Option<TcpStream>>>) -> Result<Conn, String> {
-        // The previous socket closes before the new one opens.
-        handles.lock().unwrap_or_else(|e| e.into_inner())[self.index] = None;
-        let conn = Conn::open(self.addr, CONNECT_TIMEOUT, IO_TIMEOUT, self.writes)
-            .map_err(|e| format!("connect {}: {e}", self.addr))?;
-        let mut handles = handles.lock().unwrap_or_else(|e| e.into_inner());
-        handles[self.index] = conn.handle.try_clone().ok();
-        Ok(conn)
-    }
-}
-
 fn client_loop(
-    client: &Client,
+    addr: SocketAddr,
     call: &Call,
+    writes: Writes,
     gate: &Gate,
-    handles: &Mutex<Vec<Option<TcpStream>>>,
+    handles: &Mutex<Vec<TcpStream>>,
     ready: &AtomicUsize,
 ) -> ClientResult {
     let mut result = ClientResult::default();
-    let connected = client.connect(handles);
-    ready.fetch_add(1, Ordering::Release);
-    let mut conn = match connected {
+    let mut conn = match Conn::open(addr, CONNECT_TIMEOUT, IO_TIMEOUT, writes) {
         Ok(c) => c,
         Err(e) => {
+            ready.fetch_add(1, Ordering::Release);
             result.errors = 1;
-            result.error = Some(e);
+            result.error = Some(format!("connect {addr}: {e}"));
             return result;
         }
     };
-    // Whether the current connection has served a slice.
-    let mut used = false;
+    if let (Ok(mut h), Ok(clone)) = (handles.lock(), conn.handle.try_clone()) {
+        h.push(clone);
+    }
+    ready.fetch_add(1, Ordering::Release);
     loop {
         match gate.phase() {
             STOP => break,
             PAUSE => {
                 gate.park();
-                if used && client.connections == Connections::NewEachSlice && gate.phase() != STOP {
-                    drop(conn);
-                    match client.connect(handles) {
-                        Ok(c) => conn = c,
-                        Err(e) => {
-                            result.errors += 1;
-                            result.error.get_or_insert(e);
-                            break;
-                        }
-                    }
-                    used = false;
-                }
                 continue;
             }
             _ => {}
         }
-        used = true;
         let started = Instant::now();
         let r = match call {
             Call::Ping => conn.ping(),
@@ -412,34 +350,20 @@ mod tests {
 
     /// A server of `workers` threads counting the pings it answers.
     fn counting_server(workers: usize) -> (SocketAddr, Arc<AtomicU64>) {
-        let (addr, pings, _) = counting_server_with_accepts(workers);
-        (addr, pings)
-    }
-
-    /// The same, also counting the connections it accepts.
-    fn counting_server_with_accepts(
-        workers: usize,
-    ) -> (SocketAddr, Arc<AtomicU64>, Arc<AtomicU64>) {
         let listener = Arc::new(TcpListener::bind("127.0.0.1:0").expect("bind"));
         let addr = listener.local_addr().expect("addr");
         let pings = Arc::new(AtomicU64::new(0));
-        let accepts = Arc::new(AtomicU64::new(0));
         for _ in 0..workers {
-            let (listener, pings, accepts) = (
-                Arc::clone(&listener),
-                Arc::clone(&pings),
-                Arc::clone(&accepts),
-            );
+            let (listener, pings) = (Arc::clone(&listener), Arc::clone(&pings));
             // Ends with the test process.
             thread::spawn(move || {
                 let processor = UploaderSyncProcessor::new(Counting(pings));
                 while let Ok((stream, _)) = listener.accept() {
-                    accepts.fetch_add(1, Ordering::Relaxed);
                     crate::responder::serve(&processor, stream);
                 }
             });
         }
-        (addr, pings, accepts)
+        (addr, pings)
     }
 
     #[derive(Default)]
@@ -460,7 +384,7 @@ mod tests {
     #[test]
     fn clients_call_only_in_slices_and_only_windows_are_counted() {
         let (addr, pings) = counting_server(2);
-        let mut session = Session::start(addr, 2, &Call::Ping, Writes::One, Connections::Kept);
+        let mut session = Session::start(addr, 2, &Call::Ping, Writes::One);
         thread::sleep(Duration::from_millis(100));
         assert_eq!(
             pings.load(Ordering::Relaxed),
@@ -500,38 +424,9 @@ mod tests {
     }
 
     #[test]
-    fn new_connections_each_slice_means_one_per_client_and_slice() {
-        // Four workers for two clients: a worker stays with a connection
-        // until its client closes it.
-        for (connections, expected) in [(Connections::Kept, 2), (Connections::NewEachSlice, 6)] {
-            let (addr, _, accepts) = counting_server_with_accepts(4);
-            let mut session = Session::start(addr, 2, &Call::Ping, Writes::One, connections);
-            for _ in 0..3 {
-                session.slice(
-                    Duration::from_millis(20),
-                    Duration::from_millis(50),
-                    &mut Edges::default(),
-                );
-            }
-            let outcome = session.finish();
-            assert_eq!(outcome.errors, 0, "{:?}", outcome.first_error);
-            assert_eq!(
-                accepts.load(Ordering::Relaxed),
-                expected,
-                "{connections:?}: 2 clients, 3 slices"
-            );
-            assert!(
-                outcome.per_client.iter().all(|c| *c > 0),
-                "{connections:?}: {:?}",
-                outcome.per_client
-            );
-        }
-    }
-
-    #[test]
     fn a_session_dropped_without_finish_ends_its_clients() {
         let (addr, _) = counting_server(2);
-        let mut session = Session::start(addr, 2, &Call::Ping, Writes::One, Connections::Kept);
+        let mut session = Session::start(addr, 2, &Call::Ping, Writes::One);
         session.slice(
             Duration::ZERO,
             Duration::from_millis(50),
@@ -556,7 +451,7 @@ mod tests {
         // One worker, two clients: the second waits in the accept queue
         // for good, in its first call, and never parks.
         let (addr, _) = counting_server(1);
-        let mut session = Session::start(addr, 2, &Call::Ping, Writes::One, Connections::Kept);
+        let mut session = Session::start(addr, 2, &Call::Ping, Writes::One);
         let started = Instant::now();
         session.slice(
             Duration::ZERO,

@@ -140,9 +140,6 @@ pub fn slice_of(window: Duration) -> Duration {
 /// (bench/README.md, eleventh round: they move every process's cost per
 /// byte together, and last from seconds to minutes) then falls on all
 /// targets alike instead of on whichever was measured while it lasted.
-/// With [`load::Connections::NewEachSlice`] every slice also draws new
-/// connections (twelfth round).
-#[allow(clippy::too_many_arguments)]
 pub fn interleaved_calls_rep(
     workload: &str,
     deployments: &[Deployment],
@@ -151,7 +148,6 @@ pub fn interleaved_calls_rep(
     rep: u32,
     clients: usize,
     call: &Call,
-    connections: load::Connections,
 ) -> Vec<Record> {
     let window = options.window();
     let (slices, slice) = (slices_in(window), slice_of(window));
@@ -171,13 +167,7 @@ pub fn interleaved_calls_rep(
         for (session, edges) in &mut turns {
             session
                 .get_or_insert_with(|| {
-                    load::Session::start(
-                        edges.d.addr,
-                        clients,
-                        call,
-                        options.client_writes,
-                        connections,
-                    )
+                    load::Session::start(edges.d.addr, clients, call, options.client_writes)
                 })
                 .slice(warmup, slice, edges);
         }

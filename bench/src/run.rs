@@ -56,12 +56,6 @@ struct Workload {
     /// moves bodies with `splice`; for small calls that only adds system
     /// calls).
     splice: bool,
-    /// Whether each slice of its turns opens new connections, and
-    /// probegate's pooled backend connections are renewed with them
-    /// (`deploy::REDRAW_POOL_IDLE`): a set of connections draws a speed
-    /// that lasts as long as it does, moving an upload's cost by up to a
-    /// third (bench/README.md, twelfth round), so each slice draws again.
-    redraw: bool,
 }
 
 /// probegate's default `timeouts.first_byte`, used as HAProxy's inspect
@@ -80,7 +74,6 @@ const WORKLOADS: [Workload; 9] = [
         first_byte: FIRST_BYTE,
         answerer: true,
         splice: false,
-        redraw: false,
     },
     Workload {
         name: "ping-32",
@@ -90,7 +83,6 @@ const WORKLOADS: [Workload; 9] = [
         first_byte: FIRST_BYTE,
         answerer: true,
         splice: false,
-        redraw: false,
     },
     Workload {
         name: "ping-32-w10",
@@ -100,7 +92,6 @@ const WORKLOADS: [Workload; 9] = [
         first_byte: FIRST_BYTE,
         answerer: false,
         splice: false,
-        redraw: false,
     },
     Workload {
         name: "upload-64k",
@@ -110,7 +101,6 @@ const WORKLOADS: [Workload; 9] = [
         first_byte: FIRST_BYTE,
         answerer: false,
         splice: true,
-        redraw: true,
     },
     Workload {
         name: "upload-1m",
@@ -120,7 +110,6 @@ const WORKLOADS: [Workload; 9] = [
         first_byte: FIRST_BYTE,
         answerer: false,
         splice: true,
-        redraw: true,
     },
     Workload {
         name: "upload-1m-nostore",
@@ -133,7 +122,6 @@ const WORKLOADS: [Workload; 9] = [
         first_byte: FIRST_BYTE,
         answerer: false,
         splice: true,
-        redraw: true,
     },
     Workload {
         name: "probe-storm",
@@ -143,7 +131,6 @@ const WORKLOADS: [Workload; 9] = [
         first_byte: FIRST_BYTE,
         answerer: false,
         splice: false,
-        redraw: false,
     },
     Workload {
         name: "idle-clients",
@@ -153,7 +140,6 @@ const WORKLOADS: [Workload; 9] = [
         first_byte: IDLE_FIRST_BYTE,
         answerer: false,
         splice: false,
-        redraw: false,
     },
     Workload {
         name: "incident",
@@ -163,7 +149,6 @@ const WORKLOADS: [Workload; 9] = [
         first_byte: FIRST_BYTE,
         answerer: false,
         splice: false,
-        redraw: false,
     },
 ];
 
@@ -251,11 +236,10 @@ pub fn main(options: Options) -> Result<()> {
         options.idle_clients
     ));
     notes.push(format!(
-        "turns: where every client is served, each target's window is {} slice(s) of {:.1} s; round after round every target runs one slice while the others' clients wait connected ({:.1} s warm-up before each later slice), so a phase of the VM falls on all alike; for the uploads every later slice opens new connections (probegate's pooled backend ones renewed too: pool_idle {} ms), so each slice draws anew what a set of connections draws",
+        "turns: where every client is served, each target's window is {} slice(s) of {:.1} s; round after round every target runs one slice while the others' clients wait connected ({:.1} s warm-up before each later slice), so a phase of the VM falls on all alike",
         measure::slices_in(options.window()),
         measure::slice_of(options.window()).as_secs_f64(),
-        measure::SLICE_WARMUP.as_secs_f64(),
-        crate::deploy::REDRAW_POOL_IDLE.as_millis()
+        measure::SLICE_WARMUP.as_secs_f64()
     ));
     notes.push(format!(
         "client: {}; uploads encoded once, copied once per call (into the kernel)",
@@ -617,8 +601,7 @@ fn deploy(
 ) -> Vec<Deployment> {
     let mut deployments = Vec::new();
     for &t in targets {
-        let pool_idle = workload.redraw.then_some(crate::deploy::REDRAW_POOL_IDLE);
-        match Deployment::start(env, t, workload.backend, workload.first_byte, pool_idle) {
+        match Deployment::start(env, t, workload.backend, workload.first_byte) {
             Ok(d) => deployments.push(d),
             Err(e) => {
                 let msg = format!("{}: {} skipped: {e:#}", workload.name, t.name());
@@ -674,11 +657,6 @@ fn run_rep(
                 rep,
                 clients,
                 call,
-                if workload.redraw {
-                    crate::load::Connections::NewEachSlice
-                } else {
-                    crate::load::Connections::Kept
-                },
             ));
         }
     }
