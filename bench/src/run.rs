@@ -631,8 +631,8 @@ fn rotated(targets: &[Target], rep: u32) -> Vec<Target> {
 /// in their order: closed-loop workloads whose backend serves every client
 /// in turns of about a second each (`interleaved_calls_rep`), the others one
 /// target after the other. Deployed afresh for each repetition, so that
-/// what a deployment draws when it starts (which backend workers its pooled
-/// connections get) is a new draw each time instead of holding for every
+/// what a deployment draws with its backend connections (bench/README.md,
+/// twelfth round) is a new draw each time instead of holding for every
 /// repetition; and the incident replays against a backend none of whose
 /// workers an earlier replay pinned.
 fn run_rep(
