@@ -47,63 +47,53 @@ pub fn tied_to_this_process(command: &mut Command) -> &mut Command {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use signal_hook::consts::SIGTERM;
     use std::os::unix::process::ExitStatusExt;
-    use std::process::Child;
+    use std::process::ExitStatus;
     use std::thread;
     use std::time::{Duration, Instant};
 
-    /// Whether `child` exits by `deadline`.
-    fn gone_by(child: &mut Child, deadline: Instant) -> bool {
-        while matches!(child.try_wait(), Ok(None)) {
-            if Instant::now() >= deadline {
-                return false;
+    /// Starts `command` tied, from a thread that then ends, and returns
+    /// how the child exited: the same kernel notice as when the whole
+    /// program is killed (its main thread starts the servers), while the
+    /// test process survives to see it. Fails if the child is still there
+    /// 5 s later.
+    fn exit_after_its_starter_ends(mut command: Command) -> ExitStatus {
+        let shown = format!("{command:?}");
+        let mut child = thread::spawn(move || tied_to_this_process(&mut command).spawn())
+            .join()
+            .expect("starting thread")
+            .expect("spawn");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match child.try_wait().expect("its status") {
+                Some(status) => return status,
+                None if Instant::now() >= deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("{shown} outlived the thread that started it by 5 s");
+                }
+                None => thread::sleep(Duration::from_millis(20)),
             }
-            thread::sleep(Duration::from_millis(20));
         }
-        true
     }
 
     #[test]
     fn a_child_gets_sigterm_when_the_thread_that_started_it_ends() {
-        // The same kernel notice as when the whole program is killed (its
-        // main thread starts the servers): here only the starting thread
-        // ends, so the test process survives to see it.
-        let mut child = thread::spawn(|| {
-            tied_to_this_process(Command::new("sleep").arg("30"))
-                .spawn()
-                .expect("sleep")
-        })
-        .join()
-        .expect("starting thread");
-        if !gone_by(&mut child, Instant::now() + Duration::from_secs(5)) {
-            let _ = child.kill();
-            panic!("the child outlived the thread that started it by 5 s");
-        }
-        let status = child.wait().expect("its status");
-        assert_eq!(
-            status.signal(),
-            Some(signal_hook::consts::SIGTERM),
-            "{status}"
-        );
+        let mut sleep = Command::new("sleep");
+        sleep.arg("30");
+        let status = exit_after_its_starter_ends(sleep);
+        assert_eq!(status.signal(), Some(SIGTERM), "{status}");
     }
 
     #[test]
     fn the_signal_reaches_a_program_a_wrapper_execs() {
         // `taskset` (how the bench pins its servers) execs the server: the
         // server itself must get the signal, not only the wrapper.
-        let mut child = thread::spawn(|| {
-            tied_to_this_process(Command::new("sh").args(["-c", "exec sleep 30"]))
-                .spawn()
-                .expect("sh")
-        })
-        .join()
-        .expect("starting thread");
-        if !gone_by(&mut child, Instant::now() + Duration::from_secs(5)) {
-            let _ = child.kill();
-            panic!("the exec'd program outlived the thread that started it by 5 s");
-        }
-        let status = child.wait().expect("its status");
-        assert_eq!(status.signal(), Some(signal_hook::consts::SIGTERM));
+        let mut sh = Command::new("sh");
+        sh.args(["-c", "exec sleep 30"]);
+        let status = exit_after_its_starter_ends(sh);
+        assert_eq!(status.signal(), Some(SIGTERM), "{status}");
     }
 
     #[test]
