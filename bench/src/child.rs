@@ -16,6 +16,8 @@ use std::sync::{mpsc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use rustix::process::{kill_process, Pid, Signal};
+
 /// How long a server may take to print its `listening` line.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a server gets to exit after SIGTERM before it is killed.
@@ -61,27 +63,23 @@ fn stop_running(grace: Duration) {
 /// SIGTERM to all of `pids`, then SIGKILL to those still alive after
 /// `grace`.
 fn stop_all(pids: &[u32], grace: Duration) {
-    signal_all(pids, "-TERM");
+    signal_all(pids, Signal::TERM);
     let deadline = Instant::now() + grace;
     while pids.iter().any(|&pid| alive(pid)) && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(20));
     }
     let left: Vec<u32> = pids.iter().copied().filter(|&pid| alive(pid)).collect();
-    signal_all(&left, "-KILL");
+    signal_all(&left, Signal::KILL);
 }
 
-/// Sends `signal` to `pids` through `kill(1)` (unsafe code stays in the
-/// io_uring modules).
-fn signal_all(pids: &[u32], signal: &str) {
-    if pids.is_empty() {
-        return;
+/// Sends `signal` to `pids` (as xtask does; a PID already gone is skipped).
+fn signal_all(pids: &[u32], signal: Signal) {
+    for pid in pids
+        .iter()
+        .filter_map(|&pid| Pid::from_raw(pid.try_into().ok()?))
+    {
+        let _ = kill_process(pid, signal);
     }
-    let _ = Command::new("kill")
-        .arg(signal)
-        .args(pids.iter().map(u32::to_string))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
 }
 
 /// Whether `pid` still runs: it exists and is not a zombie waiting for this
@@ -248,8 +246,7 @@ impl Drop for Server {
     }
 }
 
-/// SIGTERM (through `kill(1)`: unsafe code stays in the io_uring modules), a bounded
-/// wait, then SIGKILL.
+/// SIGTERM, at most [`STOP_TIMEOUT`] for it to exit, then SIGKILL; reaped.
 pub fn stop_child(child: &mut Child) {
     RUNNING
         .lock()
@@ -258,20 +255,7 @@ pub fn stop_child(child: &mut Child) {
     if let Ok(Some(_)) = child.try_wait() {
         return;
     }
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    let deadline = Instant::now() + STOP_TIMEOUT;
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
+    stop_all(&[child.id()], STOP_TIMEOUT);
     let _ = child.wait();
 }
 
