@@ -107,7 +107,12 @@ impl<'a> Edges<'a> {
 /// a closed-loop window measures (the bench pins it to one CPU).
 const CLIENT_SATURATED: f64 = 0.95;
 /// Said of a target whose window saw the load generator that busy.
-const CLIENT_SATURATED_NOTE: &str = "the load generator's CPU was 95 % busy or more in a window: there calls/s may be its limit, not this target's (client_cpu_util in results.jsonl)";
+fn client_saturated_note() -> String {
+    format!(
+        "the load generator's CPU was {:.0} % busy or more in a window: there calls/s may be its limit, not this target's (client_cpu_util in results.jsonl)",
+        CLIENT_SATURATED * 100.0
+    )
+}
 
 /// The first warm-up of a session's connections: a fifth of the window,
 /// from 0.3 to 1 s.
@@ -266,7 +271,7 @@ fn calls_record(
     if let (Some(cpu), Shape::Calls) = (edges.client_cpu_s, shape) {
         m.insert("client_cpu_util".into(), cpu / secs);
         if cpu / secs >= CLIENT_SATURATED {
-            r.notes.push(CLIENT_SATURATED_NOTE.to_string());
+            r.notes.push(client_saturated_note());
         }
     }
     if let Some(cpu) = edges.proxy_cpu_s {
@@ -386,6 +391,15 @@ pub fn incident_rep(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_saturation_note_states_the_threshold_it_is_judged_by() {
+        assert!(
+            client_saturated_note().contains("CPU was 95 % busy or more"),
+            "{}",
+            client_saturated_note()
+        );
+    }
 
     #[test]
     fn windows_are_cut_into_slices_of_about_a_second() {
