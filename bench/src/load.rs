@@ -231,11 +231,13 @@ impl Session {
     }
 
     /// Tells the clients to stop and shuts their sockets down, which frees
-    /// any stuck in a call; parked ones wake and leave.
+    /// any stuck in a call; parked ones wake and leave. The handles are
+    /// closed as they are shut down, so the `Drop` that follows `finish`
+    /// finds none left.
     fn stop_clients(&self) {
         self.gate.set(STOP);
-        let handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
-        for h in handles.iter() {
+        let handles = std::mem::take(&mut *self.handles.lock().unwrap_or_else(|e| e.into_inner()));
+        for h in handles {
             let _ = h.shutdown(std::net::Shutdown::Both);
         }
     }
